@@ -18,6 +18,8 @@ once when the model is built.
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from sparkfold.errors import ConfigError
+
 __all__ = [
     "DataConfig",
     "InputEmbedderConfig",
@@ -28,6 +30,7 @@ __all__ = [
     "HeadsConfig",
     "ModelConfig",
     "RuntimeConfig",
+    "ConfigError",
     "MONOMER_PRESETS",
     "MULTIMER_PRESETS",
     "PRESET_ALIASES",
@@ -35,8 +38,6 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """Raised when a configuration value is invalid; the message names the field and the fix."""
 
 
 def _check_positive(obj, *names: str) -> None:
