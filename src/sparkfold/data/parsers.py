@@ -1,0 +1,1065 @@
+"""Parsers for the sequence and alignment formats of the AF2/OpenFold data pipeline.
+
+Pure functions returning frozen records: FASTA, A3M, Stockholm (streamed), HHR, the
+hmmsearch Stockholm used for multimer templates, and mmCIF (via gemmi). Every parser raises
+:class:`ParseError` (a ``ValueError``) on bad input, never another exception type; messages
+name the source, the line and the fix.
+
+Semantics follow OpenFold ``openfold/data/parsers.py`` (commit ce0029e) so that the golden
+fixtures match exactly; the few places where we are stricter or more tolerant are marked
+``DEVIATION:``.
+"""
+
+import dataclasses
+import io
+import itertools
+import os
+import re
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import IO
+
+import numpy as np
+
+__all__ = [
+    "FastaRecord",
+    "MmcifChain",
+    "MmcifStructure",
+    "Msa",
+    "ParseError",
+    "TemplateHit",
+    "as_text",
+    "parse_a3m",
+    "parse_fasta",
+    "parse_hhr",
+    "parse_hmmsearch_sto",
+    "parse_mmcif",
+    "parse_stockholm",
+    "read_fasta",
+    "read_mmcif",
+    "read_stockholm",
+    "sanitize_name",
+    "species_id",
+]
+
+
+class ParseError(ValueError):
+    """Malformed input file; the message names the source, the line and what was expected."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None):
+        where = source or ""
+        if line is not None:
+            where = f"{where}, line {line}" if where else f"line {line}"
+        super().__init__(f"{where}: {message}" if where else message)
+        self.source = source
+        self.line = line
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclasses.dataclass(frozen=True)
+class FastaRecord:
+    """One FASTA entry: the header text after '>' and the upper-case residue string."""
+
+    description: str
+    sequence: str
+    line: int  # 1-based line number of the header
+
+    @property
+    def tag(self) -> str:
+        """The file-name-safe tag of this record (see :func:`sanitize_name`)."""
+        return sanitize_name(self.description)
+
+
+@dataclasses.dataclass(frozen=True)
+class Msa:
+    """A parsed alignment: rows aligned to the query (row 0), insertions removed.
+
+    Attributes:
+        sequences: aligned rows, each of the query length; upper-case letters and '-'.
+        deletion_matrix: int32 [num_rows, query_length]; entry (i, j) counts the residues of
+            row i inserted (deleted w.r.t. the query) just before column j.
+        descriptions: one description per row (FASTA header text / Stockholm sequence name).
+    """
+
+    sequences: tuple[str, ...]
+    deletion_matrix: np.ndarray
+    descriptions: tuple[str, ...]
+
+    def __post_init__(self):
+        n = len(self.sequences)
+        if len(self.descriptions) != n or self.deletion_matrix.shape[0] != n:
+            raise ValueError(
+                f"Msa fields disagree: {n} sequences, {len(self.descriptions)} descriptions, "
+                f"deletion matrix {self.deletion_matrix.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def query_length(self) -> int:
+        """Number of aligned columns (0 for an empty alignment)."""
+        return self.deletion_matrix.shape[1] if self.deletion_matrix.ndim == 2 else 0
+
+    def truncate(self, max_sequences: int) -> "Msa":
+        """The first ``max_sequences`` rows."""
+        return Msa(
+            self.sequences[:max_sequences],
+            self.deletion_matrix[:max_sequences],
+            self.descriptions[:max_sequences],
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateHit:
+    """One template search hit (HHR block or hmmsearch row), as OpenFold's ``TemplateHit``.
+
+    ``indices_query`` / ``indices_hit`` give, per alignment column, the 0-based residue index
+    in the query / hit sequence, or -1 for a gap. ``sum_probs`` is None for hmmsearch hits.
+    """
+
+    index: int
+    name: str
+    aligned_cols: int
+    sum_probs: float | None
+    query: str
+    hit_sequence: str
+    indices_query: tuple[int, ...]
+    indices_hit: tuple[int, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def as_text(data: str | bytes, source: str) -> str:
+    """Decode bytes as UTF-8 (a ParseError names the offending byte); pass str through."""
+    if isinstance(data, str):
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(data).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ParseError(
+                f"not UTF-8 text ({e.reason} at byte {e.start})", source=source
+            ) from None
+    raise ParseError(f"expected text or bytes, got {type(data).__name__}", source=source)
+
+
+def _read_path(path: str | os.PathLike) -> str:
+    try:
+        with open(path, "rb") as f:
+            return as_text(f.read(), os.fspath(path))
+    except OSError as e:
+        raise ParseError(f"cannot read file: {e.strerror}", source=os.fspath(path)) from None
+
+
+_WHITESPACE = re.compile(r"\s+")
+_ALIGNED_OK = re.compile(r"[A-Za-z.\-]*")
+_RESIDUES_OK = re.compile(r"[A-Z]*")
+
+
+def _fasta_chunks(text: str, source: str) -> list[tuple[str, str, int]]:
+    """(description, raw sequence, header line) per '>' record; '#' and blank lines skipped."""
+    records: list[tuple[str, list[str], int]] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith(">"):
+            records.append((line[1:].strip(), [], lineno))
+        elif not records:
+            raise ParseError(
+                "sequence data before the first '>' header line; FASTA/A3M records start with '>name'",
+                source=source,
+                line=lineno,
+            )
+        else:
+            records[-1][1].append(_WHITESPACE.sub("", line))
+    return [(desc, "".join(parts), lineno) for desc, parts, lineno in records]
+
+
+def _first_bad_char(seq: str, pattern: re.Pattern) -> str:
+    for ch in seq:
+        if not pattern.fullmatch(ch):
+            return ch
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# FASTA
+
+
+def parse_fasta(text: str | bytes, *, source: str = "<fasta>") -> tuple[FastaRecord, ...]:
+    """Parse protein FASTA text into records (one or more).
+
+    Sequences are upper-cased, internal whitespace and a trailing '*' are removed. Any letter
+    A-Z is accepted; letters outside the 20 standard residues (B, J, O, U, X, Z, ...) are kept
+    here and mapped as AF2 maps them by the feature builders (to X for ``aatype``; B→D, Z→E,
+    U→C, J/O→X in the MSA alphabet).
+
+    Raises:
+        ParseError: no records, an empty record, data before the first header, or a character
+            that is not a letter (the message names the record and its line).
+    """
+    text = as_text(text, source)
+    records = []
+    for desc, seq, lineno in _fasta_chunks(text, source):
+        seq = seq.upper()
+        seq = seq.removesuffix("*")
+        if not seq:
+            raise ParseError(f"record '{desc}' has no sequence", source=source, line=lineno)
+        if not _RESIDUES_OK.fullmatch(seq):
+            bad = _first_bad_char(seq, re.compile("[A-Z]"))
+            raise ParseError(
+                f"record '{desc}' contains {bad!r}, which is not an amino-acid letter "
+                "(gaps and digits are not allowed in a query sequence)",
+                source=source,
+                line=lineno,
+            )
+        records.append(FastaRecord(desc, seq, lineno))
+    if not records:
+        raise ParseError("no FASTA records found; expected '>name' header lines", source=source)
+    return tuple(records)
+
+
+def read_fasta(path: str | os.PathLike) -> tuple[FastaRecord, ...]:
+    """Read and parse a FASTA file (see :func:`parse_fasta`)."""
+    return parse_fasta(_read_path(path), source=os.fspath(path))
+
+
+_WINDOWS_RESERVED = {
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    *(f"COM{i}" for i in range(10)),
+    *(f"LPT{i}" for i in range(10)),
+}
+
+
+def sanitize_name(header: str, *, max_length: int = 100) -> str:
+    """File-name-safe tag for a FASTA header, as OpenFold cuts it (up to the first non-word char).
+
+    The result uses only ``[A-Za-z0-9_]``, so it is never a path component such as ``..``; it is
+    never empty (falls back to the whole header with unsafe runs replaced by '_', then to
+    ``"query"``) and at most ``max_length`` characters.
+    """
+    header = str(header).strip()
+    tag = re.split(r"\W", header, maxsplit=1)[0] if header else ""
+    tag = re.sub(r"[^A-Za-z0-9_]", "_", tag)
+    if not tag.strip("_"):
+        tag = re.sub(r"[^A-Za-z0-9]+", "_", header).strip("_")
+    if not tag:
+        tag = "query"
+    tag = tag[:max_length]
+    if tag.upper() in _WINDOWS_RESERVED:
+        tag += "_"
+    return tag
+
+
+# ---------------------------------------------------------------------------------------------
+# A3M
+
+_DROP_LOWER_AND_DOT = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyz.")
+_MATCH_CHAR = re.compile(r"[A-Z\-]")
+
+
+def parse_a3m(text: str | bytes, *, source: str = "<a3m>") -> Msa:
+    """Parse an A3M alignment (first record = query).
+
+    Upper-case letters and '-' are aligned columns; lower-case letters are insertions counted
+    into the deletion matrix. DEVIATION: '.' (an optional gap in an insert column in A3M) is
+    dropped; OpenFold would keep it as a column and fail later.
+
+    Raises:
+        ParseError: no records, a character other than letters/'-'/'.', or a row whose number
+            of aligned columns differs from the query's.
+    """
+    text = as_text(text, source)
+    chunks = _fasta_chunks(text, source)
+    if not chunks:
+        raise ParseError("no A3M records found; expected '>name' header lines", source=source)
+    sequences, descriptions, deletions = [], [], []
+    width = None
+    for desc, seq, lineno in chunks:
+        if not _ALIGNED_OK.fullmatch(seq):
+            bad = _first_bad_char(seq, re.compile(r"[A-Za-z.\-]"))
+            raise ParseError(
+                f"record '{desc}' contains {bad!r}; A3M rows hold letters, '-' and '.' only",
+                source=source,
+                line=lineno,
+            )
+        seq = seq.replace(".", "")
+        aligned = seq.translate(_DROP_LOWER_AND_DOT)
+        if width is None:
+            width = len(aligned)
+            if width == 0:
+                raise ParseError(
+                    f"query record '{desc}' has no aligned residues", source=source, line=lineno
+                )
+        elif len(aligned) != width:
+            raise ParseError(
+                f"record '{desc}' has {len(aligned)} aligned columns but the query has {width}",
+                source=source,
+                line=lineno,
+            )
+        # Lower-case runs before each match column = deletions at that column.
+        runs = _MATCH_CHAR.split(seq)
+        deletions.append([len(r) for r in runs[:-1]])
+        sequences.append(aligned)
+        descriptions.append(desc)
+    matrix = np.asarray(deletions, dtype=np.int32).reshape(len(sequences), width)
+    return Msa(tuple(sequences), matrix, tuple(descriptions))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stockholm (streamed)
+
+_GAP_BYTES = (ord("-"), ord("."))
+_VALID_STO = np.zeros(256, dtype=bool)
+_VALID_STO[[ord(c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-."]] = True
+_UPPER_LUT = np.arange(256, dtype=np.uint8)
+_UPPER_LUT[ord("a") : ord("z") + 1] -= 32
+_UPPER_LUT[ord(".")] = ord("-")
+
+
+class _StockholmBuilder:
+    """Accumulates Stockholm sequence lines into query-reduced rows, block by block.
+
+    Each line segment is reduced as soon as the query's segment of the same block is known:
+    only query (non-gap) columns are kept and insert-column residues become deletion counts.
+    Memory is therefore proportional to the rows kept x query length, never the file size.
+    """
+
+    _BATCH = 4096
+
+    def __init__(self, max_sequences: int | None, source: str):
+        if max_sequences is not None and max_sequences < 1:
+            raise ValueError(f"max_sequences must be >= 1, got {max_sequences}")
+        self.max_sequences = max_sequences
+        self.source = source
+        self.index: dict[str, int] = {}  # kept name -> row
+        self.names: list[str] = []
+        self.seg_count: list[int] = []  # segments seen per row
+        self.carry = np.zeros(1024, dtype=np.int32)  # pending insert count per row
+        self.query_keep: list[np.ndarray] = []  # bool mask of query columns per block
+        self.col_offset: list[int] = [0]
+        self.groups: list[tuple[np.ndarray, int, np.ndarray, np.ndarray]] = []
+        self.pending: list[tuple[int, int, str, int]] = []  # (row, k, segment, line)
+
+    def add_line(self, name: str, segment: str, lineno: int) -> None:
+        row = self.index.get(name)
+        if row is None:
+            if self.max_sequences is not None and len(self.names) >= self.max_sequences:
+                return
+            row = len(self.names)
+            self.index[name] = row
+            self.names.append(name)
+            self.seg_count.append(0)
+            if row >= self.carry.shape[0]:
+                self.carry = np.concatenate([self.carry, np.zeros_like(self.carry)])
+        k = self.seg_count[row]
+        self.seg_count[row] = k + 1
+        if row == 0:
+            self._add_query_segment(segment, lineno)
+        self.pending.append((row, k, segment, lineno))
+        if len(self.pending) >= self._BATCH:
+            self.flush()
+
+    def _add_query_segment(self, segment: str, lineno: int) -> None:
+        arr = self._to_array([segment], [lineno], len(segment))[0]
+        keep = (arr != _GAP_BYTES[0]) & (arr != _GAP_BYTES[1])
+        self.query_keep.append(keep)
+        self.col_offset.append(self.col_offset[-1] + int(keep.sum()))
+
+    def _to_array(self, segments: list[str], lines: list[int], width: int) -> np.ndarray:
+        try:
+            blob = "".join(segments).encode("ascii")
+        except UnicodeEncodeError:
+            blob = b""
+        if len(blob) != len(segments) * width:
+            for seg, line in zip(segments, lines):
+                if not seg.isascii():
+                    raise ParseError(
+                        "non-ASCII character in an alignment row", source=self.source, line=line
+                    )
+            raise AssertionError("unreachable")  # pragma: no cover
+        arr = np.frombuffer(blob, dtype=np.uint8).reshape(len(segments), width)
+        ok = _VALID_STO[arr]
+        if not ok.all():
+            bad_row = int(np.flatnonzero(~ok.all(axis=1))[0])
+            bad = chr(arr[bad_row][~ok[bad_row]][0])
+            raise ParseError(
+                f"invalid character {bad!r} in an alignment row (letters, '-' and '.' only)",
+                source=self.source,
+                line=lines[bad_row],
+            )
+        return arr
+
+    def flush(self, final: bool = False) -> None:
+        ready: dict[int, list[tuple[int, str, int]]] = {}
+        waiting = []
+        for row, k, seg, line in self.pending:
+            if k < len(self.query_keep):
+                ready.setdefault(k, []).append((row, seg, line))
+            elif final:
+                raise ParseError(
+                    f"sequence '{self.names[row]}' has more alignment blocks than the query "
+                    f"'{self.names[0]}'",
+                    source=self.source,
+                    line=line,
+                )
+            else:
+                waiting.append((row, k, seg, line))
+        self.pending = waiting
+        for k in sorted(ready):
+            self._reduce(k, ready[k])
+
+    def _reduce(self, k: int, items: list[tuple[int, str, int]]) -> None:
+        keep = self.query_keep[k]
+        width = keep.shape[0]
+        for row, seg, line in items:
+            if len(seg) != width:
+                raise ParseError(
+                    f"sequence '{self.names[row]}' has {len(seg)} columns in this block but the "
+                    f"query has {width}",
+                    source=self.source,
+                    line=line,
+                )
+        rows = np.fromiter((r for r, _, _ in items), dtype=np.int64, count=len(items))
+        arr = self._to_array([s for _, s, _ in items], [ln for _, _, ln in items], width)
+        present = (arr != _GAP_BYTES[0]) & (arr != _GAP_BYTES[1])
+        # A residue in an insert column (query gap) is a deletion w.r.t. the query.
+        cum = np.cumsum(present & ~keep, axis=1, dtype=np.int32)  # [n, w]
+        kept = np.flatnonzero(keep)
+        carry = self.carry[rows]
+        if kept.size == 0:
+            self.carry[rows] = carry + cum[:, -1]
+            return
+        at = cum[:, kept]  # [n, kept]
+        dels = np.diff(at, axis=1, prepend=0).astype(np.int32)
+        dels[:, 0] += carry
+        self.carry[rows] = cum[:, -1] - at[:, -1]
+        residues = _UPPER_LUT[arr[:, kept]]
+        self.groups.append((rows, self.col_offset[k], residues, dels))
+
+    def result(self) -> Msa:
+        self.flush(final=True)
+        n = len(self.names)
+        if n == 0:
+            return Msa((), np.zeros((0, 0), dtype=np.int32), ())
+        for row in range(n):
+            if self.seg_count[row] != len(self.query_keep):
+                raise ParseError(
+                    f"sequence '{self.names[row]}' appears in {self.seg_count[row]} blocks but the "
+                    f"query in {len(self.query_keep)}",
+                    source=self.source,
+                )
+        length = self.col_offset[-1]
+        if length == 0:
+            raise ParseError(
+                f"the query '{self.names[0]}' has no aligned residues", source=self.source
+            )
+        residues = np.full((n, length), ord("-"), dtype=np.uint8)
+        deletions = np.zeros((n, length), dtype=np.int32)
+        while self.groups:
+            rows, offset, res, dels = self.groups.pop()
+            residues[rows, offset : offset + res.shape[1]] = res
+            deletions[rows, offset : offset + res.shape[1]] = dels
+        seqs = tuple(b.decode("ascii") for b in residues.view(f"S{length}").ravel())
+        return Msa(seqs, deletions, tuple(self.names))
+
+
+def _stockholm_lines(lines: Iterable[str], builder: _StockholmBuilder) -> Msa:
+    seen_header = False
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line:
+            continue
+        if not seen_header:
+            if not line.startswith("# STOCKHOLM"):
+                raise ParseError(
+                    "not a Stockholm file: the first line must be '# STOCKHOLM 1.0'",
+                    source=builder.source,
+                    line=lineno,
+                )
+            seen_header = True
+            continue
+        if line.startswith("//"):
+            break  # end of the (first) alignment
+        if line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ParseError(
+                f"expected '<name> <aligned sequence>', got {len(parts)} fields",
+                source=builder.source,
+                line=lineno,
+            )
+        builder.add_line(parts[0], parts[1], lineno)
+    if not seen_header:
+        raise ParseError("empty file; expected a Stockholm alignment", source=builder.source)
+    return builder.result()
+
+
+def parse_stockholm(
+    text: str | bytes, *, max_sequences: int | None = None, source: str = "<stockholm>"
+) -> Msa:
+    """Parse Stockholm text (first sequence = query); see :func:`read_stockholm`."""
+    text = as_text(text, source)
+    return _stockholm_lines(io.StringIO(text), _StockholmBuilder(max_sequences, source))
+
+
+def read_stockholm(source: str | os.PathLike | IO[str], *, max_sequences: int | None = None) -> Msa:
+    """Stream a Stockholm alignment from a path or text file object, line by line.
+
+    The file is never loaded whole: each block's rows are reduced to the query columns as they
+    are read, so memory is proportional to (rows kept) x (query length). With
+    ``max_sequences`` only the first N distinct names (query included) are kept, as AF2's
+    ``truncate_stockholm_msa``; by default (precomputed files) every row is read. Reading
+    stops at the first '//' line.
+
+    Columns where the query has a gap ('-' or '.') are removed; residues of other rows in those
+    columns are counted into the deletion matrix (OpenFold ``parse_stockholm``). Kept residues
+    are upper-cased and '.' becomes '-'. Descriptions are the sequence names.
+
+    Raises:
+        ParseError: no '# STOCKHOLM' header, a malformed line, an invalid character or rows
+            of inconsistent width.
+    """
+    if hasattr(source, "read"):
+        name = getattr(source, "name", "<stockholm>")
+        return _stockholm_lines(
+            _checked_lines(source, str(name)), _StockholmBuilder(max_sequences, str(name))
+        )
+    path = os.fspath(source)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return _stockholm_lines(_checked_lines(f, path), _StockholmBuilder(max_sequences, path))
+    except OSError as e:
+        raise ParseError(f"cannot read file: {e.strerror}", source=path) from None
+
+
+def _checked_lines(f: IO, source: str) -> Iterator[str]:
+    try:
+        for line in f:
+            yield as_text(line, source)
+    except UnicodeDecodeError as e:
+        raise ParseError(f"not UTF-8 text ({e.reason})", source=source) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Species identifiers (AF2 msa_identifiers)
+
+_UNIPROT = re.compile(
+    r"^(?:tr|sp)\|[A-Za-z0-9]{6,10}(?:_\d)?\|[A-Za-z0-9]+_(?P<species>[A-Za-z0-9]{1,5})(?:_\d+)?$"
+)
+
+
+def species_id(description: str) -> str:
+    """UniProt mnemonic species code from an MSA row description ('' if none).
+
+    The identifier is the first word up to '/', matched against
+    ``(tr|sp)|ACCESSION|ENTRY_SPECIES`` (AF2 ``msa_identifiers.get_identifiers``).
+    """
+    words = description.split()
+    if not words:
+        return ""
+    match = _UNIPROT.search(words[0].partition("/")[0].strip())
+    return match.group("species") if match else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# HHR (hhsearch / hhblits results)
+
+_HHR_ALIGN = re.compile(r"(\d+) ([A-Za-z\-]+)\s+(\d+) \((\d+)\)$")
+_HHR_SKIP = ("ss_dssp", "ss_pred", "Consensus")
+
+
+def _residue_indices(segment: str, start: int) -> list[int]:
+    out, counter = [], start
+    for ch in segment:
+        if ch == "-":
+            out.append(-1)
+        else:
+            out.append(counter)
+            counter += 1
+    return out
+
+
+def _parse_hhr_block(lines: list[str], first_line: int, source: str) -> TemplateHit:
+    try:
+        number = int(lines[0].split()[-1])
+    except (ValueError, IndexError):
+        raise ParseError(
+            f"bad hit header {lines[0]!r}; expected 'No <n>'", source=source, line=first_line
+        ) from None
+    if len(lines) < 3 or not lines[1].startswith(">"):
+        raise ParseError(
+            "hit block must start with 'No <n>', '>name', then the summary line",
+            source=source,
+            line=first_line,
+        )
+    name = lines[1][1:]
+    fields = dict(re.findall(r"([A-Za-z_\-]+)=(\S+)", lines[2]))
+    try:
+        aligned_cols = int(float(fields["Aligned_cols"]))
+        sum_probs = float(fields["Sum_probs"])
+    except (KeyError, ValueError):
+        raise ParseError(
+            "hit summary line lacks 'Aligned_cols=' / 'Sum_probs='",
+            source=source,
+            line=first_line + 2,
+        ) from None
+    query, hit = [], []
+    indices_query: list[int] = []
+    indices_hit: list[int] = []
+    block_len = None
+    for offset, line in enumerate(lines[3:], start=first_line + 3):
+        kind = line[:2]
+        if kind not in ("Q ", "T ") or line[2:].split(" ", 1)[0] in _HHR_SKIP:
+            continue
+        # DEVIATION: fields are read from the right, not at OpenFold's fixed column 17, so
+        # names longer than 14 characters still parse.
+        match = _HHR_ALIGN.search(line.rstrip())
+        if match is None:
+            raise ParseError(f"cannot parse alignment line {line!r}", source=source, line=offset)
+        start, segment, end = int(match.group(1)) - 1, match.group(2).upper(), int(match.group(3))
+        if kind == "Q ":
+            block_len = end - start + segment.count("-")
+            if block_len != len(segment):
+                raise ParseError(
+                    "query segment length disagrees with its start/end", source=source, line=offset
+                )
+            query.append(segment)
+            indices_query += _residue_indices(segment, start)
+        else:
+            if block_len != len(segment):
+                raise ParseError(
+                    "template segment length differs from the query segment",
+                    source=source,
+                    line=offset,
+                )
+            hit.append(segment)
+            indices_hit += _residue_indices(segment, start)
+    if len(indices_query) != len(indices_hit):
+        raise ParseError(
+            f"hit {number}: query and template alignments differ in length",
+            source=source,
+            line=first_line,
+        )
+    return TemplateHit(
+        index=number,
+        name=name,
+        aligned_cols=aligned_cols,
+        sum_probs=sum_probs,
+        query="".join(query),
+        hit_sequence="".join(hit),
+        indices_query=tuple(indices_query),
+        indices_hit=tuple(indices_hit),
+    )
+
+
+def parse_hhr(text: str | bytes, *, source: str = "<hhr>") -> tuple[TemplateHit, ...]:
+    """Parse an HHsearch/HHblits ``.hhr`` file into its hits (file order; may be empty).
+
+    Each hit block starts at a line 'No <n>'; the Q/T alignment lines (Consensus, ss_dssp and
+    ss_pred rows skipped) give the aligned query and template strings and their residue
+    indices (0-based, -1 for gaps), as OpenFold ``parse_hhr``.
+    """
+    lines = as_text(text, source).splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("No ")]
+    starts.append(len(lines))
+    return tuple(_parse_hhr_block(lines[a:b], a + 1, source) for a, b in itertools.pairwise(starts))
+
+
+# ---------------------------------------------------------------------------------------------
+# hmmsearch Stockholm (hmm_output.sto; multimer template hits)
+
+_HMMSEARCH_DESC = re.compile(
+    r"^>?([a-z0-9]+)_(\w+)/([0-9]+)-([0-9]+).*protein length:([0-9]+) *(.*)$"
+)
+
+
+def _a3m_indices(sequence: str, start: int) -> list[int]:
+    out, counter = [], start
+    for ch in sequence:
+        if ch == "-":
+            out.append(-1)
+        elif ch.islower():
+            counter += 1
+        else:
+            out.append(counter)
+            counter += 1
+    return out
+
+
+def parse_hmmsearch_sto(
+    text: str | bytes, query_sequence: str, *, source: str = "<hmm_output.sto>"
+) -> tuple[TemplateHit, ...]:
+    """Template hits from hmmsearch Stockholm output against pdb_seqres (OpenFold semantics).
+
+    Rows whose '#=GS <name> DE' description lacks 'mol:protein' are skipped; names look like
+    ``4pqx_A/2-217``. ``sum_probs`` is None; ``query`` is the whole query sequence.
+    """
+    text = as_text(text, source)
+    sequences: dict[str, list[str]] = {}
+    descriptions: dict[str, str] = {}
+    seen_header = False
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        if not seen_header:
+            if not line.startswith("# STOCKHOLM"):
+                raise ParseError(
+                    "not a Stockholm file: the first line must be '# STOCKHOLM 1.0'",
+                    source=source,
+                    line=lineno,
+                )
+            seen_header = True
+        elif line.startswith("#=GS"):
+            cols = line.split(maxsplit=3)
+            if len(cols) >= 3 and cols[2] == "DE":
+                descriptions[cols[1]] = cols[3] if len(cols) == 4 else ""
+        elif line.startswith("//"):
+            break
+        elif not line.startswith("#"):
+            parts = line.split(maxsplit=1)
+            if len(parts) != 2:
+                raise ParseError("expected '<name> <aligned sequence>'", source=source, line=lineno)
+            if not _ALIGNED_OK.fullmatch(parts[1]):
+                raise ParseError(
+                    "invalid character in an alignment row", source=source, line=lineno
+                )
+            sequences.setdefault(parts[0], []).append(parts[1])
+    indices_query = tuple(_a3m_indices(query_sequence, 0))
+    hits = []
+    for i, (name, parts) in enumerate(sequences.items(), start=1):
+        description = f"{name} {descriptions.get(name, '')}".strip()
+        if "mol:protein" not in description:
+            continue
+        meta = _HMMSEARCH_DESC.match(description)
+        if meta is None:
+            raise ParseError(f"cannot parse hmmsearch description {description!r}", source=source)
+        sequence = "".join(parts).replace(".", "")
+        hits.append(
+            TemplateHit(
+                index=i,
+                name=f"{meta[1]}_{meta[2]}",
+                aligned_cols=sum(c.isupper() for c in sequence),
+                sum_probs=None,
+                query=query_sequence,
+                hit_sequence=sequence.upper(),
+                indices_query=indices_query,
+                indices_hit=tuple(_a3m_indices(sequence, int(meta[3]) - 1)),
+            )
+        )
+    return tuple(hits)
+
+
+# ---------------------------------------------------------------------------------------------
+# mmCIF (gemmi's CIF reader; structure semantics of OpenFold mmcif_parsing / Biopython)
+
+
+@dataclasses.dataclass(frozen=True)
+class MmcifChain:
+    """One protein chain of an mmCIF file, indexed by SEQRES (``_entity_poly_seq``) position.
+
+    Attributes:
+        chain_id: author chain id (``auth_asym_id``), the id template hits use.
+        label_asym_id: the mmCIF-internal chain id.
+        sequence: one-letter SEQRES; modified residues map to their parent, unknown to X.
+        residue_names: the SEQRES monomer ids (e.g. "MSE").
+        resolved: bool [L]; True where the residue has atom records in the first model.
+        atom_positions: float32 [L, 37, 3] atom37 coordinates in Å (zero where absent).
+        atom_mask: float32 [L, 37].
+    """
+
+    chain_id: str
+    label_asym_id: str
+    sequence: str
+    residue_names: tuple[str, ...]
+    resolved: np.ndarray
+    atom_positions: np.ndarray
+    atom_mask: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class MmcifStructure:
+    """A parsed mmCIF entry: header facts and its protein chains (first model only)."""
+
+    file_id: str
+    release_date: str | None  # earliest _pdbx_audit_revision_history date, "YYYY-MM-DD"
+    resolution: float  # Å; 0.0 when not stated
+    structure_method: str
+    chains: dict[str, MmcifChain]  # author chain id -> chain, in entity / struct_asym order
+
+    @property
+    def chain_to_seqres(self) -> dict[str, str]:
+        """Author chain id -> SEQRES one-letter sequence."""
+        return {cid: chain.sequence for cid, chain in self.chains.items()}
+
+    def atom37(self, chain_id: str, *, zero_center: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(positions [L,37,3], mask [L,37]) of a chain, optionally zero-centred.
+
+        Zero-centring subtracts the mean of all present atoms from the present atoms
+        (OpenFold ``get_atom_coords(_zero_center_positions=True)``).
+        """
+        if chain_id not in self.chains:
+            raise KeyError(
+                f"{self.file_id} has no protein chain {chain_id!r}; chains: {sorted(self.chains)}"
+            )
+        chain = self.chains[chain_id]
+        positions = chain.atom_positions.copy()
+        if zero_center:
+            present = chain.atom_mask.astype(bool)
+            if present.any():
+                positions[present] -= positions[present].mean(axis=0)
+        return positions, chain.atom_mask.copy()
+
+
+_UNSET = (".", "?")
+
+
+def _cif_values(
+    block, category: str, tags: list[str], rows: int | None = None
+) -> dict[str, list[str]]:
+    """Columns (first ``rows`` rows) of a CIF category as unquoted strings; optional tags '?x'."""
+    import gemmi
+
+    table = block.find(category, tags)
+    out = {}
+    for i, tag in enumerate(tags):
+        name = tag.lstrip("?")
+        if not table.has_column(i):
+            out[name] = None
+            continue
+        values = list(table.column(i))[:rows]
+        out[name] = [
+            v if v in _UNSET or v[:1] not in ("'", '"', ";") else gemmi.cif.as_string(v)
+            for v in values
+        ]
+    return out
+
+
+def _int(value: str, what: str, source: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ParseError(f"{what} {value!r} is not an integer", source=source) from None
+
+
+_ONE_LETTER_CACHE: dict[str, str] = {}
+
+
+def _one_letter(resname: str) -> str:
+    # DEVIATION: OpenFold uses Biopython's SCOP 3->1 table; we use the 20 standard names plus
+    # gemmi's tabulated amino acids (modified residues -> parent letter), X otherwise.
+    code = _ONE_LETTER_CACHE.get(resname)
+    if code is None:
+        from sparkfold import constants as rc
+
+        code = rc.restype_3to1.get(resname)
+        if code is None:
+            import gemmi
+
+            info = gemmi.find_tabulated_residue(resname)
+            letter = (
+                info.one_letter_code.upper() if info is not None and info.is_amino_acid() else ""
+            )
+            code = letter if len(letter) == 1 and letter.isalpha() else "X"
+        _ONE_LETTER_CACHE[resname] = code
+    return code
+
+
+def parse_mmcif(text: str | bytes, *, file_id: str, source: str | None = None) -> MmcifStructure:
+    """Parse an mmCIF entry: header, SEQRES of protein chains and atom37 coordinates.
+
+    Follows OpenFold ``mmcif_parsing.parse`` + ``get_atom_coords``: protein chains are the
+    ``_entity_poly_seq`` entities with a peptide-like component; residues are matched to atom
+    records of the first model through ``label_seq_id``; of alternate locations the atom with
+    the highest occupancy (first on ties) is used; MSE selenium goes into the SD slot.
+    DEVIATION: a protein chain without atom records is left out instead of failing the file,
+    and the peptide test ignores case.
+
+    Raises:
+        ParseError: not CIF, no ``_atom_site`` records, or malformed numbers.
+    """
+    source = source or f"{file_id}.cif"
+    text = as_text(text, source)
+    import gemmi
+
+    from sparkfold import constants as rc
+
+    try:
+        doc = gemmi.cif.read_string(text)
+        block = doc[0]
+    except (RuntimeError, ValueError, IndexError) as e:  # gemmi's CIF syntax errors
+        raise ParseError(f"not a valid mmCIF file: {e}", source=source) from None
+
+    # Header (OpenFold _get_header: the last resolution item that parses wins).
+    dates = _cif_values(block, "_pdbx_audit_revision_history.", ["revision_date"])["revision_date"]
+    dates = [d for d in dates or () if d not in _UNSET]
+    resolution = 0.0
+    for category, tag in (
+        ("_refine.", "ls_d_res_high"),
+        ("_em_3d_reconstruction.", "resolution"),
+        ("_reflns.", "d_resolution_high"),
+    ):
+        values = _cif_values(block, category, [tag])[tag]
+        if values:
+            try:
+                resolution = float(values[0])
+            except ValueError:
+                pass
+    methods = _cif_values(block, "_exptl.", ["method"])["method"] or []
+
+    # Protein entities -> SEQRES monomers; entities -> label chains.
+    poly = _cif_values(block, "_entity_poly_seq.", ["entity_id", "num", "mon_id"])
+    polymers: dict[str, list[tuple[str, int]]] = {}
+    for ent, num, mon in zip(poly["entity_id"] or (), poly["num"] or (), poly["mon_id"] or ()):
+        polymers.setdefault(ent, []).append((mon, _int(num, "_entity_poly_seq.num", source)))
+    comp = _cif_values(block, "_chem_comp.", ["id", "type"])
+    comp_type = dict(zip(comp["id"] or (), comp["type"] or ()))
+    asym = _cif_values(block, "_struct_asym.", ["id", "entity_id"])
+    entity_chains: dict[str, list[str]] = {}
+    for cid, ent in zip(asym["id"] or (), asym["entity_id"] or ()):
+        entity_chains.setdefault(ent, []).append(cid)
+    valid: dict[str, list[tuple[str, int]]] = {}
+    for ent, monomers in polymers.items():
+        if any("peptide" in comp_type.get(mon, "").lower() for mon, _ in monomers):
+            for cid in entity_chains.get(ent, ()):
+                valid[cid] = monomers
+    seq_start = {cid: min(n for _, n in monomers) for cid, monomers in valid.items()}
+
+    # Atom records of the first model, grouped into residues as Biopython does.
+    tags = [
+        "group_PDB",
+        "label_atom_id",
+        "?label_alt_id",
+        "label_comp_id",
+        "label_asym_id",
+        "label_seq_id",
+        "?auth_asym_id",
+        "?auth_seq_id",
+        "?pdbx_PDB_ins_code",
+        "Cartn_x",
+        "Cartn_y",
+        "Cartn_z",
+        "?occupancy",
+    ]
+    # Biopython's first model is the first run of rows with the same model number.
+    models = _cif_values(block, "_atom_site.", ["pdbx_PDB_model_num"])["pdbx_PDB_model_num"]
+    rows = next((i for i, m in enumerate(models) if m != models[0]), None) if models else None
+    site = _cif_values(block, "_atom_site.", tags, rows)
+    if site["Cartn_x"] is None or not site["Cartn_x"]:
+        raise ParseError("no _atom_site records (coordinates) found", source=source)
+    n = len(site["Cartn_x"])
+    auth_asym = site["auth_asym_id"] or site["label_asym_id"]
+    auth_seq = site["auth_seq_id"] or site["label_seq_id"]
+    ins = site["pdbx_PDB_ins_code"] or ["?"] * n
+    alt = site["label_alt_id"] or ["."] * n
+    try:
+        xyz = np.array(
+            [list(map(float, site[k])) for k in ("Cartn_x", "Cartn_y", "Cartn_z")], dtype=np.float64
+        ).T.astype(np.float32)
+        occupancy = [float(v) if v not in _UNSET else 0.0 for v in (site["occupancy"] or ["1"] * n)]
+    except ValueError as e:
+        raise ParseError(f"bad number in _atom_site: {e}", source=source) from None
+
+    residues: dict[tuple, dict[str, int]] = {}
+    mapping: dict[str, dict[int, tuple]] = {}
+    label_to_auth: dict[str, str] = {}
+    for i in range(n):
+        if auth_seq[i] in _UNSET:
+            continue
+        resname = site["label_comp_id"][i]
+        if site["group_PDB"][i] == "HETATM":
+            het = "W" if resname in ("HOH", "WAT") else "H_" + resname
+        else:
+            het = " "
+        icode = ins[i] if ins[i] not in _UNSET else " "
+        key = (
+            auth_asym[i],
+            het,
+            _int(auth_seq[i], "_atom_site.auth_seq_id", source),
+            icode,
+            resname,
+        )
+        atoms = residues.setdefault(key, {})
+        name = site["label_atom_id"][i]
+        prev = atoms.get(name)
+        if prev is None or (alt[i] not in _UNSET and occupancy[i] > occupancy[prev]):
+            atoms[name] = i
+        label = site["label_asym_id"][i]
+        if label in valid:
+            label_to_auth[label] = auth_asym[i]
+            seq_idx = (
+                _int(site["label_seq_id"][i], "_atom_site.label_seq_id", source) - seq_start[label]
+            )
+            mapping.setdefault(auth_asym[i], {})[seq_idx] = key
+
+    atom_order = rc.atom_order
+    sd = atom_order["SD"]
+    chains: dict[str, MmcifChain] = {}
+    for label, monomers in valid.items():
+        if label not in label_to_auth:
+            continue
+        auth = label_to_auth[label]
+        num_res = len(monomers)
+        positions = np.zeros((num_res, rc.ATOM_TYPE_NUM, 3), dtype=np.float32)
+        mask = np.zeros((num_res, rc.ATOM_TYPE_NUM), dtype=np.float32)
+        resolved = np.zeros(num_res, dtype=bool)
+        for idx, key in mapping.get(auth, {}).items():
+            if not 0 <= idx < num_res:
+                continue
+            resolved[idx] = True
+            for name, i in residues[key].items():
+                slot = atom_order.get(name)
+                if slot is None and name.upper() == "SE" and key[4] == "MSE":
+                    slot = sd  # selenomethionine: Se in the sulphur slot
+                if slot is not None:
+                    positions[idx, slot] = xyz[i]
+                    mask[idx, slot] = 1.0
+        for arr in (positions, mask, resolved):
+            arr.flags.writeable = False
+        chains[auth] = MmcifChain(
+            chain_id=auth,
+            label_asym_id=label,
+            sequence="".join(_one_letter(mon) for mon, _ in monomers),
+            residue_names=tuple(mon for mon, _ in monomers),
+            resolved=resolved,
+            atom_positions=positions,
+            atom_mask=mask,
+        )
+    return MmcifStructure(
+        file_id=file_id,
+        release_date=min(dates) if dates else None,
+        resolution=resolution,
+        structure_method=",".join(m.lower() for m in methods),
+        chains=chains,
+    )
+
+
+def read_mmcif(path: str | os.PathLike, *, file_id: str | None = None) -> MmcifStructure:
+    """Read an mmCIF file (``.cif`` or gzipped ``.cif.gz``); ``file_id`` defaults to the stem."""
+    path = os.fspath(path)
+    base = os.path.basename(path)
+    file_id = file_id or base.split(".")[0]
+    try:
+        if path.endswith(".gz"):
+            import gzip
+
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise ParseError(f"cannot read file: {e}", source=path) from None
+    return parse_mmcif(data, file_id=file_id, source=path)
