@@ -66,6 +66,9 @@ def register_backend(backend: Backend) -> None:
 
 
 register_backend(Backend("reference", "sparkfold.model.kernels.reference", priority=-100))
+# Fast backends (helper PERF): Triton kernels first, then PyTorch's fused SDPA/LayerNorm.
+register_backend(Backend("sdpa", "sparkfold.model.kernels.sdpa", priority=10))
+register_backend(Backend("triton", "sparkfold.model.kernels.triton_backend", priority=20))
 
 
 def available_backends() -> dict[str, bool]:

@@ -1,0 +1,189 @@
+"""The ``sdpa`` backend against the reference backend (fp32 and bf16; CPU and, marked, GPU)."""
+
+import pytest
+import torch
+from tolerances import BF16_MODULE, MODULE, assert_close_scaled
+
+from sparkfold.model import kernels
+from sparkfold.model.kernels import reference, sdpa
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def _mask_bias(mask, inf=1e9):
+    return inf * (mask - 1)
+
+
+def _cases(device, dtype, gen):
+    """The attention calls of the AF2 trunk, shrunk: (name, q, k, v, biases)."""
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+
+    s, n, h, c = 6, 21, 4, 32  # n not a multiple of 8: exercises the mask padding
+    mask = (torch.rand(s, n, generator=gen) > 0.25).float()
+    mask[1] = 0.0  # a fully masked row
+    mb = _mask_bias(mask).to(device=device, dtype=dtype)
+    cases = [
+        # MSA row attention with pair bias: key-mask [S,1,1,N] + pair bias [1,H,N,N].
+        ("row_pair_bias", rnd(s, h, n, c), rnd(s, h, n, c), rnd(s, h, n, c),
+         [mb[:, None, None, :], rnd(1, h, n, n)]),
+        # MSA column attention: mask only, extra leading batch dim.
+        ("column", rnd(2, n, h, s, c), rnd(2, n, h, s, c), rnd(2, n, h, s, c),
+         [_mask_bias((torch.rand(2, n, s, generator=gen) > 0.3).float())
+          .to(device=device, dtype=dtype)[..., None, None, :]]),
+        # Triangle attention: [I,1,1,J] mask + [1,H,J,J] triangle bias, chunk-style leading 1.
+        ("triangle", rnd(n, h, n, 16), rnd(n, h, n, 16), rnd(n, h, n, 16),
+         [mb[:1].expand(n, n)[:, None, None, :].contiguous(), rnd(1, h, n, n)]),
+        # Global column attention: one shared key/value head, H queries, head dim 8.
+        ("global", rnd(n, 1, 8, 8), rnd(n, 1, s, 8), rnd(n, 1, s, 8),
+         [_mask_bias(mask.t().contiguous()).to(device=device, dtype=dtype)[:, None, None, :]]),
+        # No bias at all, and a full bias only.
+        ("plain", rnd(3, h, n, c), rnd(3, h, 17, c), rnd(3, h, 17, 24), []),
+        ("full_bias", rnd(3, h, n, c), rnd(3, h, n, c), rnd(3, h, n, c), [rnd(3, h, n, n)]),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_attention_fp32_matches_reference(device):
+    gen = torch.Generator().manual_seed(1)
+    with kernels.use_backend("sdpa"):
+        for name, q, k, v, biases in _cases(device, torch.float32, gen):
+            out = kernels.attention(q, k, v, biases)
+            ref = reference.attention(q, k, v, biases)
+            assert out.shape == ref.shape, name
+            assert torch.isfinite(out).all(), name
+            assert_close_scaled(out, ref, level=MODULE, name=name)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_attention_bf16_close_to_fp32_reference(device):
+    gen = torch.Generator().manual_seed(2)
+    with kernels.use_backend("sdpa"):
+        for name, q, k, v, biases in _cases(device, torch.float32, gen):
+            ref = reference.attention(q, k, v, biases)
+            bf = [t.bfloat16() for t in (q, k, v)]
+            bb = [b.bfloat16() for b in biases]
+            out = kernels.attention(*bf, bb)
+            ref_bf16 = reference.attention(*bf, bb)
+            assert out.dtype == torch.bfloat16, name
+            assert_close_scaled(out, ref, level=BF16_MODULE, name=name)
+            # Never worse than the reference backend's own bf16 error (fp32 softmax inside).
+            err = (out.float() - ref).abs().mean()
+            err_ref = (ref_bf16.float() - ref).abs().mean()
+            assert err <= 1.5 * err_ref + 1e-3, f"{name}: {err:.2e} vs reference bf16 {err_ref:.2e}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fully_masked_row_is_uniform(device):
+    """A row whose keys are all masked averages v uniformly, as the reference does."""
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 4, 9, 32, generator=gen).to(device) for _ in range(3))
+    mask = torch.ones(2, 9, device=device)
+    mask[0] = 0.0
+    biases = [_mask_bias(mask)[:, None, None, :], torch.randn(1, 4, 9, 9, generator=gen).to(device)]
+    with kernels.use_backend("sdpa"):
+        out = kernels.attention(q, k, v, biases)
+    uniform = v[0].mean(dim=-2, keepdim=True).expand_as(out[0])
+    assert_close_scaled(out[0], uniform, level=MODULE, name="masked row")
+
+
+def test_bad_bias_shape_is_rejected():
+    q = torch.randn(2, 4, 5, 8)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        sdpa.attention(q, q, q, [torch.randn(3, 1, 1, 5)])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_layer_norm_matches_reference(device):
+    gen = torch.Generator().manual_seed(4)
+    x = (3 * torch.randn(7, 13, 128, generator=gen) + 1).to(device)
+    w = (1 + 0.1 * torch.randn(128, generator=gen)).to(device)
+    b = (0.1 * torch.randn(128, generator=gen)).to(device)
+    with kernels.use_backend("sdpa"):
+        out = kernels.layer_norm(x, w, b)
+        ref = reference.layer_norm(x, w, b)
+        assert_close_scaled(out, ref, level=MODULE, name="fp32")
+        out_bf = kernels.layer_norm(x.bfloat16(), w.bfloat16(), b.bfloat16())
+        assert out_bf.dtype == torch.bfloat16
+        assert_close_scaled(out_bf, ref, level=BF16_MODULE, name="bf16")
+
+
+def test_auto_keeps_fp32_on_the_reference():
+    """Under ``auto`` fp32 stays exactly the reference; bf16 on CUDA only goes to sdpa."""
+    assert not sdpa.supports("attention", torch.float32, torch.device("cuda"))
+    assert sdpa.supports("attention", torch.bfloat16, torch.device("cuda"))
+    assert not sdpa.supports("attention", torch.bfloat16, torch.device("cpu"))
+    assert not sdpa.supports("triangle_multiplication", torch.bfloat16, torch.device("cuda"))
+    with kernels.use_backend("sdpa"):
+        assert sdpa.supports("attention", torch.float32, torch.device("cpu"))
+    q = torch.randn(2, 3, 5, 8)
+    bias = [torch.randn(1, 3, 5, 5)]
+    with kernels.use_backend("auto"):
+        out = kernels.attention(q, q, q, bias)
+    assert torch.equal(out, reference.attention(q, q, q, bias))
+
+
+@pytest.mark.gpu
+def test_fused_kernel_is_used_and_bias_not_materialised():
+    """On CUDA the memory-efficient kernel takes the call (no math fallback) in bf16."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    gen = torch.Generator().manual_seed(5)
+    s, h, n, c = 32, 8, 512, 32
+    q, k, v = (torch.randn(s, h, n, c, generator=gen).cuda().bfloat16() for _ in range(3))
+    mask = (torch.rand(s, n, generator=gen) > 0.1).float().cuda()
+    biases = [_mask_bias(mask).bfloat16()[:, None, None, :],
+              torch.randn(1, h, n, n, generator=gen).cuda().bfloat16()]
+    ref = reference.attention(q.float(), k.float(), v.float(), [b.float() for b in biases])
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]), kernels.use_backend("sdpa"):
+        out = kernels.attention(q, k, v, biases)
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base
+    full_bias_bytes = s * h * n * n * 2
+    # q/k copies with the folded channel are ~4·S·H·N·40·2 bytes; the summed bias would be 4×.
+    assert extra < full_bias_bytes / 2, f"{extra} bytes extra: the summed bias was materialised"
+    assert_close_scaled(out, ref, level=BF16_MODULE, name="efficient")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_modules_match_reference_backend(device):
+    """MSA row/column, global column and triangle attention modules: sdpa vs reference."""
+    from sparkfold.model.msa import (
+        MSAColumnAttention,
+        MSAColumnGlobalAttention,
+        MSARowAttentionWithPairBias,
+    )
+    from sparkfold.model.pair import TriangleAttention
+
+    torch.manual_seed(6)
+    s, n, c_m, c_z = 5, 19, 32, 16
+    mods = [
+        (MSARowAttentionWithPairBias(c_m, c_z, 8, 4), "msa"),
+        (MSAColumnAttention(c_m, 8, 4), "col"),
+        (MSAColumnGlobalAttention(c_m, 8, 4), "col"),
+        (TriangleAttention(c_z, 8, 4, node="ending"), "tri"),
+    ]
+    m = torch.randn(s, n, c_m, device=device)
+    z = torch.randn(n, n, c_z, device=device)
+    msa_mask = (torch.rand(s, n, device=device) > 0.2).float()
+    pair_mask = (torch.rand(n, n, device=device) > 0.2).float()
+    for mod, kind in mods:
+        mod = mod.to(device)
+        for p in mod.parameters():  # non-zero output/gating weights
+            torch.nn.init.normal_(p, std=0.2)
+        with torch.no_grad():
+            def run(mod=mod, kind=kind):
+                if kind == "msa":
+                    return mod(m, z, mask=msa_mask)
+                if kind == "col":
+                    return mod(m, mask=msa_mask)
+                return mod(z, mask=pair_mask)
+            with kernels.use_backend("reference"):
+                ref = run()
+            with kernels.use_backend("sdpa"):
+                out = run()
+        assert_close_scaled(out, ref, level=MODULE, name=type(mod).__name__)
