@@ -30,7 +30,7 @@ from sparkfold.errors import SparkfoldError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Subcommand modules under ``sparkfold.commands``, in the order ``--help`` lists them.
-COMMANDS = ["doctor", "relax"]
+COMMANDS = ["predict", "msa", "selftest", "doctor", "relax", "weights"]
 
 _LOG_LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)
 
