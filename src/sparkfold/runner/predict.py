@@ -300,6 +300,9 @@ class Predictor:
             if spec.name not in self._loaded:
                 label = spec.weights if spec.weights == "random" else Path(spec.weights).name
                 emit("load", f"loading {spec.name} ({label})", model=spec.name)
+                t_load = time.perf_counter()
+                self.model(spec)
+                timings[f"load_{spec.name}"] = time.perf_counter() - t_load
             emit("model", f"model {k}/{n} {spec.name}", model=spec.name, step=k, steps=n)
             t0 = time.perf_counter()
             pred = self.run_model(
@@ -363,7 +366,7 @@ class Predictor:
         timings: dict[str, float] = {}
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.tag}.tmp-", dir=out_dir))
         try:
-            if msa[0] in ("local", "server"):
+            if msa[0] in ("local", "server") and msa[1] is None:  # a path: searched already
                 emit("msa", f"searching the MSA ({msa[0]})")
                 t0 = time.perf_counter()
                 msa = (msa[0], self.search_msa(target, msa[0], out_dir, emit))
