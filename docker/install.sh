@@ -20,9 +20,13 @@ wheels=$1
 extras=${SPARKFOLD_EXTRAS-relax,msa,gpu,kernels,report}
 openmm_cuda=${OPENMM_CUDA_PACKAGE-openmm-cuda-13}
 
-# --only-binary=:all: makes pip fail instead of compiling anything from an sdist.
+# --only-binary=:all: makes pip fail instead of compiling anything from an sdist. Two
+# dependencies publish no wheels at all: pdbfixer (pure Python) and ihm (needed by modelcif; its
+# only C extension is optional and skipped without a compiler). They are built from their sdists,
+# which compiles nothing.
+SDIST_ONLY=pdbfixer,ihm
 pip_install() {
-    pip install --no-cache-dir --only-binary=:all: "$@"
+    pip install --no-cache-dir --only-binary=:all: --no-binary="$SDIST_ONLY" "$@"
 }
 
 pip_install --upgrade pip
