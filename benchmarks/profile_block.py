@@ -4,7 +4,14 @@ Prints the top CUDA kernels by total time from ``torch.profiler`` and the time o
 sub-module, so that the slow parts of the trunk can be named. Example::
 
     PYTHONPATH=src python benchmarks/profile_block.py --n 1024 --kernels auto
+
+``--probe 3072,4096,6144`` instead runs one Evoformer block and one extra-MSA block (512
+clusters / 1024 extra rows, bf16, in-place residuals, the model's ``chunk_size="auto"``) at each
+length and prints the chunk size, seconds and peak GPU memory: what fits on the card.
 """
+
+import json
+import time
 
 import argparse
 
@@ -12,7 +19,51 @@ import torch
 
 from sparkfold.config import ModelConfig
 from sparkfold.model import kernels
+from sparkfold.model.chunking import auto_chunk_size
 from sparkfold.model.evoformer import EvoformerBlock
+from sparkfold.model.extra_msa import ExtraMSABlock
+
+
+def probe(lengths, n_seq=512, n_extra=1024, kernels_name="auto"):
+    """Peak memory and time of one Evoformer + one extra-MSA block per length (bf16, CUDA)."""
+    cfg = ModelConfig.from_preset("model_3_ptm")
+    evo = EvoformerBlock.from_config(cfg.evoformer).cuda().bfloat16().eval()
+    extra = ExtraMSABlock.from_config(cfg.extra_msa_stack).cuda().bfloat16().eval()
+    for blk in (evo, extra):
+        for prm in blk.parameters():
+            torch.nn.init.normal_(prm, std=0.02)
+    rows = []
+    for n in lengths:
+        row = {"n": n}
+        try:
+            with torch.inference_mode(), kernels.use_backend(kernels_name):
+                torch.cuda.empty_cache()
+                z = torch.randn(n, n, cfg.c_z, device="cuda", dtype=torch.bfloat16)
+                pair_mask = torch.ones(n, n, device="cuda", dtype=torch.bfloat16)
+                chunk = auto_chunk_size(n, max(n_seq, n_extra), "cuda", bytes_per_element=2,
+                                        num_heads=cfg.evoformer.num_heads_msa,
+                                        c_hidden_opm=cfg.evoformer.c_hidden_opm)
+                row["chunk_size"] = chunk
+                for name, blk, s, c in (("extra", extra, n_extra, cfg.extra_msa_stack.c_m),
+                                        ("evoformer", evo, n_seq, cfg.c_m)):
+                    m = torch.randn(s, n, c, device="cuda", dtype=torch.bfloat16)
+                    mask = torch.ones(s, n, device="cuda", dtype=torch.bfloat16)
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    t0 = time.perf_counter()
+                    blk(m, z, mask, pair_mask, chunk_size=chunk, inplace=True)
+                    torch.cuda.synchronize()
+                    row[f"{name}_s"] = round(time.perf_counter() - t0, 3)
+                    row[f"{name}_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                    row["finite"] = bool(torch.isfinite(z).all())
+                    del m, mask
+                del z, pair_mask
+        except torch.cuda.OutOfMemoryError as exc:
+            row["error"] = f"OOM: {str(exc).splitlines()[0][:160]}"
+        torch.cuda.empty_cache()
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def main():
@@ -22,7 +73,16 @@ def main():
     p.add_argument("--kernels", default="auto")
     p.add_argument("--chunk-size", type=int, default=None)
     p.add_argument("--top", type=int, default=30)
+    p.add_argument("--probe", default=None, help="comma-separated lengths: memory probe mode")
+    p.add_argument("--out", default=None, help="--probe: write the rows as JSON here")
     args = p.parse_args()
+    if args.probe:
+        rows = probe([int(x) for x in args.probe.split(",") if x], kernels_name=args.kernels)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                           "rows": rows}, f, indent=1)
+        return
     cfg = ModelConfig.from_preset("model_3_ptm").evoformer
     block = EvoformerBlock.from_config(cfg).cuda().bfloat16().eval()
     for prm in block.parameters():

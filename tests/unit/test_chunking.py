@@ -251,3 +251,26 @@ def test_auto_chunk_size_heuristic():
     assert auto_chunk_size(4000, 5120, "cpu", free_bytes=1 << 20, min_chunk=4) == 4
     with pytest.raises(ValueError, match="positive"):
         auto_chunk_size(0, 1, "cpu")
+
+
+def test_auto_chunk_size_fused_attention_needs_no_logits():
+    gib = 1 << 30
+    # With a fused attention kernel the logits are never stored: far larger chunks (or none).
+    fused = auto_chunk_size(2048, 1024, "cpu", bytes_per_element=2, free_bytes=78 * gib,
+                            fused_attention=True)
+    plain = auto_chunk_size(2048, 1024, "cpu", bytes_per_element=2, free_bytes=78 * gib,
+                            fused_attention=False)
+    assert plain is not None and (fused is None or fused > plain), (fused, plain)
+    assert auto_chunk_size(1024, 1024, "cpu", bytes_per_element=2, free_bytes=78 * gib,
+                           fused_attention=True) is None
+    c = auto_chunk_size(6144, 1024, "cpu", bytes_per_element=2, free_bytes=40 * gib,
+                        fused_attention=True)
+    assert c * 2 * 10 * 256 * 6144 <= 0.25 * 40 * gib < 2 * c * 2 * 10 * 256 * 6144
+    # None asks the dispatcher: the reference backend (fp32 on CPU) materialises the logits.
+    from sparkfold.model import kernels
+    with kernels.use_backend("reference"):
+        assert auto_chunk_size(2048, 1024, "cpu", free_bytes=78 * gib) == auto_chunk_size(
+            2048, 1024, "cpu", free_bytes=78 * gib, fused_attention=False)
+    with kernels.use_backend("sdpa"):
+        assert auto_chunk_size(2048, 1024, "cpu", free_bytes=78 * gib) == auto_chunk_size(
+            2048, 1024, "cpu", free_bytes=78 * gib, fused_attention=True)

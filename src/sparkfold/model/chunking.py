@@ -166,6 +166,15 @@ def _free_bytes(device: torch.device) -> int | None:
     return None
 
 
+def _fused_attention(bytes_per_element: int, device: torch.device) -> bool:
+    """Whether the kernel backend in force runs attention without materialising the logits."""
+    from sparkfold.model import kernels
+
+    dtype = {2: torch.bfloat16, 4: torch.float32}.get(bytes_per_element, torch.float32)
+    fn = kernels._resolve("attention", dtype, device)
+    return getattr(fn, "__module__", "").rsplit(".", 1)[-1] != "reference"
+
+
 def auto_chunk_size(
     n_res: int,
     n_seq: int,
@@ -177,14 +186,19 @@ def auto_chunk_size(
     memory_fraction: float = 0.25,
     free_bytes: int | None = None,
     min_chunk: int = 1,
+    fused_attention: bool | None = None,
+    c_m: int = 256,
 ) -> int | None:
     """Pick a chunk size for the trunk from the free memory; ``None`` means "do not chunk".
 
     Heuristic: the largest per-slice intermediates of one Evoformer block are, per chunked
     batch entry (one MSA row, one pair row, one MSA column),
 
-    * MSA row attention and triangle attention logits + softmax weights: ``2·H·N_res²``,
-    * MSA column attention logits + weights: ``2·H·N_seq²``,
+    * with a fused attention kernel (``sdpa``: the logits never exist in memory), the
+      projections and gated outputs of MSA row attention and the transitions, about
+      ``10·c_m·N_res``, and of MSA column attention, ``8·c_m·N_seq``;
+    * otherwise (reference backend) the attention logits + softmax weights of MSA row and
+      triangle attention, ``2·H·N_res²``, and of MSA column attention, ``2·H·N_seq²``;
     * the outer-product-mean outer product for one residue row: ``N_res·c_hidden_opm²``,
 
     each times ``bytes_per_element``. The chunk size is the largest power of two whose
@@ -202,6 +216,9 @@ def auto_chunk_size(
         memory_fraction: share of the free memory granted to one chunk's intermediates.
         free_bytes: override the measured free memory (tests, planning for another device).
         min_chunk: lower bound of the returned chunk size.
+        fused_attention: whether attention runs in a fused kernel; ``None`` asks the kernel
+            dispatcher (call it inside ``kernels.use_backend``, as the model does).
+        c_m: MSA channels (sizes the projections in the fused case).
     """
     if n_res <= 0 or n_seq <= 0:
         raise ValueError(f"n_res and n_seq must be positive, got {n_res} and {n_seq}")
@@ -212,11 +229,13 @@ def auto_chunk_size(
         free_bytes = _free_bytes(device)
         if free_bytes is None:
             return None
-    per_entry = bytes_per_element * max(
-        2 * num_heads * n_res * n_res,
-        2 * num_heads * n_seq * n_seq,
-        n_res * c_hidden_opm * c_hidden_opm,
-    )
+    if fused_attention is None:
+        fused_attention = _fused_attention(bytes_per_element, device)
+    if fused_attention:
+        attention = max(10 * c_m * n_res, 8 * c_m * n_seq)
+    else:
+        attention = max(2 * num_heads * n_res * n_res, 2 * num_heads * n_seq * n_seq)
+    per_entry = bytes_per_element * max(attention, n_res * c_hidden_opm * c_hidden_opm)
     largest_axis = max(n_res, n_seq)
     budget = memory_fraction * free_bytes
     if per_entry * largest_axis <= budget:

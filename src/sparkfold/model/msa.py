@@ -9,7 +9,7 @@ from torch import nn
 
 from sparkfold.model import kernels
 from sparkfold.model.chunking import chunk_layer
-from sparkfold.model.primitives import Attention, LayerNorm, Linear
+from sparkfold.model.primitives import Attention, LayerNorm, Linear, aligned_keys, linear_channel_first
 
 __all__ = ["MSAColumnAttention", "MSAColumnGlobalAttention", "MSARowAttentionWithPairBias"]
 
@@ -41,9 +41,6 @@ class _MSAAttention(nn.Module):
             self.linear_z = Linear(c_z, num_heads, bias=False, init="normal")
         self.mha = Attention(c_m, c_m, c_m, c_hidden, num_heads)
 
-    def _pair_bias(self, z: torch.Tensor) -> torch.Tensor:
-        return self.linear_z(self.layer_norm_z(z))  # [*, I, J, H]
-
     def _attend(
         self, m: torch.Tensor, mask_bias: torch.Tensor, pair_bias: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -56,24 +53,36 @@ class _MSAAttention(nn.Module):
         z: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         chunk_size: int | None = None,
+        transpose: bool = False,
     ) -> torch.Tensor:
+        """Attention along the rows of ``m [*, S, N, C_m]`` (columns when ``transpose``).
+
+        ``transpose=True`` attends over ``S`` for each residue without copying ``m`` to the
+        column layout (the LayerNorm and projections run in ``m``'s layout).
+        """
         if mask is None:
             mask = m.new_ones(m.shape[:-1])
         mask = mask.to(m.dtype)
         m = self.layer_norm_m(m)
-        mask_bias = (self.inf * (mask - 1))[..., :, None, None, :]  # [*, S, 1, 1, N]
-        inputs = {"m": m, "mask_bias": mask_bias}
+        if transpose:
+            mask = mask.transpose(-1, -2)  # [*, N, S]
+        mask_bias = (self.inf * (mask - 1))[..., :, None, None, :]  # [*, B, 1, 1, K]
+        biases = [mask_bias]
         if self.c_z is not None:
             if z is None:
                 raise ValueError("MSARowAttentionWithPairBias needs the pair representation z")
-            if chunk_size is None:
-                bias = self._pair_bias(z)
-            else:  # Row-wise LN + projection: the normalised z never exists in full.
-                bias = chunk_layer(self._pair_bias, {"z": z}, chunk_size, z.dim() - 2)
-            inputs["pair_bias"] = bias.movedim(-1, -3).unsqueeze(-4)  # [*, 1, H, N, N]
+            # Channel-first, key-aligned, built once (row slices of LN(z) when chunking).
+            bias = linear_channel_first(z, self.linear_z.weight, row_chunk=chunk_size,
+                                        fn=self.layer_norm_z)  # [*, H, N, N]
+            biases.append(aligned_keys(bias).unsqueeze(-4))  # [*, 1, H, N, N]
         if chunk_size is None:
-            return self._attend(**inputs)
-        return chunk_layer(self._attend, inputs, chunk_size, m.dim() - 2)
+            return self.mha.self_attention(m, biases, transpose=transpose)
+        m_att = m.transpose(-2, -3) if transpose else m  # [*, B, Q, C_m] (a view)
+        inputs = {"m": m_att, "mask_bias": mask_bias}
+        if len(biases) > 1:
+            inputs["pair_bias"] = biases[1]
+        out = chunk_layer(self._attend, inputs, chunk_size, m.dim() - 2)
+        return out.transpose(-2, -3) if transpose else out
 
 
 class MSARowAttentionWithPairBias(_MSAAttention):
@@ -133,11 +142,7 @@ class MSAColumnAttention(nn.Module):
         Returns:
             ``[*, S, N, C_m]`` update.
         """
-        m = m.transpose(-2, -3)  # [*, N, S, C_m]
-        if mask is not None:
-            mask = mask.transpose(-1, -2)  # [*, N, S]
-        out = self._msa_att(m, mask=mask, chunk_size=chunk_size)
-        return out.transpose(-2, -3)  # [*, S, N, C_m]
+        return self._msa_att(m, mask=mask, chunk_size=chunk_size, transpose=True)
 
 
 class GlobalAttention(nn.Module):

@@ -13,7 +13,14 @@ from torch import nn
 
 from sparkfold.model import kernels
 from sparkfold.model.chunking import chunk_layer
-from sparkfold.model.primitives import Attention, LayerNorm, Linear
+from sparkfold.model.primitives import (
+    Attention,
+    LayerNorm,
+    Linear,
+    aligned_keys,
+    fused_weight,
+    linear_channel_first,
+)
 
 __all__ = ["OuterProductMean", "Transition", "TriangleAttention", "TriangleMultiplication"]
 
@@ -49,18 +56,26 @@ class TriangleMultiplication(nn.Module):
         self.layer_norm_in = LayerNorm(c_z)
         self.layer_norm_out = LayerNorm(c_hidden)
 
-    def _project(self, z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gated, masked projections ``a``, ``b`` of ``LN_in(z)``; ``mask`` is ``[*, I, J, 1]``."""
-        z = self.layer_norm_in(z)
-        a = mask * torch.sigmoid(self.linear_a_g(z))
-        a = a * self.linear_a_p(z)  # [*, I, J, C_hidden]
-        b = mask * torch.sigmoid(self.linear_b_g(z))
-        b = b * self.linear_b_p(z)  # [*, I, J, C_hidden]
+    def _project_cf(self, z: torch.Tensor, mask_cf: torch.Tensor, z_ln: bool = False):
+        """Gated, masked projections ``a``, ``b`` of ``LN_in(z)``, channel-first ``[*, C, I, J]``.
+
+        One GEMM on the concatenated ``linear_{a,b}_{p,g}`` weights writes all four projections
+        channel-first, the layout of the contraction. ``z_ln``: ``z`` is already normalised.
+        ``mask_cf`` is ``[*, 1, I, J]``.
+        """
+        w = fused_weight(self, "ab_w", [self.linear_a_p.weight, self.linear_a_g.weight,
+                                        self.linear_b_p.weight, self.linear_b_g.weight])
+        bias = fused_weight(self, "ab_b", [self.linear_a_p.bias, self.linear_a_g.bias,
+                                           self.linear_b_p.bias, self.linear_b_g.bias])
+        p = linear_channel_first(z, w, bias, fn=None if z_ln else self.layer_norm_in)
+        c = self.c_hidden  # p: [*, 4·C, I, J] = [a_p, a_g, b_p, b_g]
+        a = _gate(p[..., 0:c, :, :], p[..., c:2 * c, :, :], mask_cf)  # [*, C, I, J]
+        b = _gate(p[..., 2 * c:3 * c, :, :], p[..., 3 * c:, :, :], mask_cf)
         return a, b
 
-    def _output(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``σ(linear_g(LN_in(z))) · linear_z(LN_out(x))``."""
-        g = torch.sigmoid(self.linear_g(self.layer_norm_in(z)))  # [*, I, J, C_z]
+    def _output(self, x: torch.Tensor, z: torch.Tensor, z_ln: bool = False) -> torch.Tensor:
+        """``σ(linear_g(LN_in(z))) · linear_z(LN_out(x))``; ``z_ln``: ``z`` is already normalised."""
+        g = torch.sigmoid(self.linear_g(z if z_ln else self.layer_norm_in(z)))  # [*, I, J, C_z]
         return self.linear_z(self.layer_norm_out(x)) * g
 
     def forward(
@@ -72,24 +87,52 @@ class TriangleMultiplication(nn.Module):
             z: ``[*, N, N, C_z]`` pair representation.
             mask: ``[*, N, N]`` pair mask (ones if ``None``).
             chunk_size: if given, the row-wise projections and the output stage run in
-                slices of ``chunk_size`` rows (the contraction itself runs whole).
+                slices of ``chunk_size`` rows (the contraction itself runs whole), and
+                ``LN_in(z)`` is recomputed per slice instead of being stored.
 
         Returns:
             ``[*, N, N, C_z]`` update (not added to ``z``).
         """
         if mask is None:
             mask = z.new_ones(z.shape[:-1])
-        mask = mask.to(z.dtype).unsqueeze(-1)  # [*, N, N, 1]
-        row_dims = z.dim() - 2
+        mask_cf = mask.to(z.dtype).unsqueeze(-3)  # [*, 1, N, N]
         if chunk_size is None:
-            a, b = self._project(z, mask)
+            z_ln = self.layer_norm_in(z)  # computed once, used by both stages
+            a, b = self._project_cf(z_ln, mask_cf, z_ln=True)
         else:
-            a, b = chunk_layer(self._project, {"z": z, "mask": mask}, chunk_size, row_dims)
-        x = kernels.triangle_multiplication(a, b, self.direction)  # [*, N, N, C_hidden]
-        del a, b
+            a, b = self._project_chunked(z, mask_cf, chunk_size)
+        # Channel-last views of the channel-first a, b: the kernels use them without copies.
+        x = kernels.triangle_multiplication(a.movedim(-3, -1), b.movedim(-3, -1), self.direction)
+        del a, b  # x: [*, N, N, C_hidden]
         if chunk_size is None:
-            return self._output(x, z)
-        return chunk_layer(self._output, {"x": x, "z": z}, chunk_size, row_dims)
+            return self._output(x, z_ln, z_ln=True)
+        return chunk_layer(self._output, {"x": x, "z": z}, chunk_size, z.dim() - 2)
+
+    def _project_chunked(self, z: torch.Tensor, mask_cf: torch.Tensor, chunk_size: int):
+        """:meth:`_project_cf` in slices of ``chunk_size`` rows, written into full buffers."""
+        n_i = z.shape[-3]
+        if torch.is_grad_enabled():  # autograd: concatenate the slices instead of writing them
+            parts = [self._project_cf(z[..., i:i + chunk_size, :, :], mask_cf[..., i:i + chunk_size, :])
+                     for i in range(0, n_i, chunk_size)]
+            return (torch.cat([p[0] for p in parts], dim=-2), torch.cat([p[1] for p in parts], dim=-2))
+        a = b = None
+        for i in range(0, n_i, chunk_size):
+            a_i, b_i = self._project_cf(z[..., i:i + chunk_size, :, :], mask_cf[..., i:i + chunk_size, :])
+            if a is None:
+                shape = (*a_i.shape[:-2], n_i, a_i.shape[-1])
+                a, b = a_i.new_empty(shape), b_i.new_empty(shape)  # [*, C, I, J]
+            a[..., i:i + chunk_size, :] = a_i
+            b[..., i:i + chunk_size, :] = b_i
+            del a_i, b_i
+        return a, b
+
+
+def _gate(p: torch.Tensor, g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mask · σ(g) · p`` (in place on a fresh buffer when autograd is off; the mask is 0/1,
+    so the product order does not change the rounding)."""
+    if torch.is_grad_enabled():
+        return mask * torch.sigmoid(g) * p
+    return torch.sigmoid(g).mul_(p).mul_(mask)
 
 
 class TriangleAttention(nn.Module):
@@ -144,24 +187,26 @@ class TriangleAttention(nn.Module):
         if mask is None:
             mask = x.new_ones(x.shape[:-1])
         mask = mask.to(x.dtype)
-        if self.node == "ending":
-            x = x.transpose(-2, -3)  # [*, J, I, C]
-            mask = mask.transpose(-1, -2)
+        ending = self.node == "ending"
+        # LayerNorm and projections are position-wise: they run in x's own (contiguous) layout;
+        # the ending node attends over the transposed pair through strided views.
         x = self.layer_norm(x)
-        mask_bias = (self.inf * (mask - 1))[..., :, None, None, :]  # [*, I, 1, 1, J]
-        tri_bias = self.linear(x).movedim(-1, -3).unsqueeze(-4)  # [*, 1, H, I, J]
+        tri_bias = linear_channel_first(x, self.linear.weight)  # [*, H, I, J]
+        if ending:
+            mask = mask.transpose(-1, -2)
+            tri_bias = tri_bias.transpose(-1, -2)  # bias of the transposed pair
+        tri_bias = aligned_keys(tri_bias).unsqueeze(-4)  # [*, 1, H, Q, K]
+        mask_bias = (self.inf * (mask - 1))[..., :, None, None, :]  # [*, B, 1, 1, K]
         if chunk_size is None:
-            out = self._attend(x, mask_bias, tri_bias)
-        else:
-            out = chunk_layer(
-                self._attend,
-                {"x": x, "mask_bias": mask_bias, "tri_bias": tri_bias},
-                chunk_size,
-                x.dim() - 2,
-            )
-        if self.node == "ending":
-            out = out.transpose(-2, -3)  # [*, I, J, C]
-        return out
+            return self.mha.self_attention(x, [mask_bias, tri_bias], transpose=ending)
+        x_att = x.transpose(-2, -3) if ending else x  # [*, B, Q, C] (a view)
+        out = chunk_layer(
+            self._attend,
+            {"x": x_att, "mask_bias": mask_bias, "tri_bias": tri_bias},
+            chunk_size,
+            x.dim() - 2,
+        )
+        return out.transpose(-2, -3) if ending else out  # [*, I, J, C]
 
 
 class Transition(nn.Module):
@@ -229,10 +274,16 @@ class OuterProductMean(nn.Module):
         self.linear_2 = Linear(c_m, c_hidden)
         self.linear_out = Linear(c_hidden * c_hidden, c_z, init="final")
 
-    def _outer(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``a [*, I, S, C]``, ``b [*, J, S, C]`` → ``linear_out`` of the outer sums ``[*, I, J, C_z]``."""
+    def _outer(self, a: torch.Tensor, b: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+        """``a [*, I, S, C]``, ``b [*, J, S, C]``, ``norm [*, I, J, 1]`` (fp32) →
+        ``linear_out`` of the outer sums divided by ``norm + eps`` ``[*, I, J, C_z]``.
+
+        The division runs here, per slice, so that the fp32 copy of the update never exists
+        in full (at N = 6144 it would take 18 GiB).
+        """
         outer = torch.einsum("...isc,...jse->...ijce", a, b)  # [*, I, J, C, C]
-        return self.linear_out(outer.flatten(-2))  # [*, I, J, C_z]
+        outer = self.linear_out(outer.flatten(-2))  # [*, I, J, C_z]
+        return (outer.float() / (norm + self.eps)).to(a.dtype)
 
     def forward(
         self, m: torch.Tensor, mask: torch.Tensor | None = None, chunk_size: int | None = None
@@ -254,17 +305,19 @@ class OuterProductMean(nn.Module):
         mask_act = mask.to(m.dtype)
         a = (self.linear_1(ln) * mask_act).transpose(-2, -3)  # [*, N, S, C]
         b = (self.linear_2(ln) * mask_act).transpose(-2, -3)  # [*, N, S, C]
-        if chunk_size is None:
-            outer = self._outer(a, b)
-        else:
-            batch = a.shape[:-3]
-            a_flat = a.reshape(-1, *a.shape[-3:])  # [B, N, S, C]
-            b_flat = b.reshape(-1, *b.shape[-3:])
-            parts = [
-                chunk_layer(partial(self._outer, b=b_flat[i]), {"a": a_flat[i]}, chunk_size, 1)
-                for i in range(a_flat.shape[0])
-            ]
-            outer = torch.stack(parts).reshape(*batch, *parts[0].shape)  # [*, N, N, C_z]
         mask_f = mask.float()
         norm = torch.einsum("...sic,...sjc->...ijc", mask_f, mask_f)  # [*, N, N, 1]
-        return (outer.float() / (norm + self.eps)).to(m.dtype)
+        if chunk_size is None:
+            return self._outer(a, b, norm)
+        batch = a.shape[:-3]
+        a_flat = a.reshape(-1, *a.shape[-3:])  # [B, N, S, C]
+        b_flat = b.reshape(-1, *b.shape[-3:])
+        norm_flat = norm.expand(*batch, *norm.shape[-3:]).reshape(-1, *norm.shape[-3:])
+        parts = [
+            chunk_layer(partial(self._outer, b=b_flat[i]), {"a": a_flat[i], "norm": norm_flat[i]},
+                        chunk_size, 1)
+            for i in range(a_flat.shape[0])
+        ]
+        if len(parts) == 1:
+            return parts[0].reshape(*batch, *parts[0].shape)
+        return torch.stack(parts).reshape(*batch, *parts[0].shape)  # [*, N, N, C_z]

@@ -9,6 +9,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from sparkfold.model import kernels
 
@@ -64,6 +65,109 @@ class LayerNorm(nn.Module):
         return kernels.layer_norm(x, self.weight, self.bias, self.eps)
 
 
+def fused_weight(
+    module: nn.Module, key: str, params: list[torch.Tensor], pad_front: int = 0
+) -> torch.Tensor:
+    """``torch.cat([zeros(pad_front), *params])`` along dim 0, cached on ``module``.
+
+    Used to run several projections of one input as one GEMM while the parameters keep their
+    OpenFold names (the state dict is untouched: the cache is a plain attribute). The cache is
+    keyed on each parameter's storage, version counter, dtype, device and shape, so it is
+    rebuilt after ``load_state_dict``, ``.to()`` or an in-place update. With autograd recording
+    (training) or under ``torch.compile`` the concatenation is rebuilt on every call instead.
+    """
+
+    def build() -> torch.Tensor:
+        parts = list(params)
+        if pad_front:
+            parts.insert(0, params[0].new_zeros((pad_front, *params[0].shape[1:])))
+        return torch.cat(parts, dim=0)
+
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return build()
+    if torch.compiler.is_compiling():
+        return build()
+    sig = tuple((p.data_ptr(), _version(p), p.dtype, p.device, tuple(p.shape)) for p in params)
+    cache = module.__dict__.setdefault("_fused_cache", {})
+    hit = cache.get(key)
+    if hit is None or hit[0] != sig:
+        with torch.no_grad():
+            hit = cache[key] = (sig, build())
+    return hit[1]
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors carry no version counter (and cannot change)
+        return -1
+
+
+def aligned_keys(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with unit stride along the last axis and every other stride a multiple of 8.
+
+    Returns ``t`` itself when it already has that layout, else a copy into a buffer whose last
+    axis is padded to a multiple of 8 (the result is a view of it): fused attention kernels
+    take such a tensor as a bias without copying it again per call.
+    """
+    n = t.shape[-1]
+    if t.stride(-1) == 1 and all(s % 8 == 0 for s, d in zip(t.stride()[:-1], t.shape[:-1]) if d > 1):
+        return t
+    buf = t.new_empty((*t.shape[:-1], -(-n // 8) * 8))[..., :n]
+    buf.copy_(t)
+    return buf
+
+
+def linear_channel_first(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    row_chunk: int | None = None,
+    fn=None,
+) -> torch.Tensor:
+    """``linear(fn(x), weight, bias)`` for ``x [*, I, J, C]``, written channel-first.
+
+    The product is computed as ``weight @ fn(x)ᵀ`` so that the result ``[*, O, I, J]`` comes
+    out contiguous with no transpose (the triangle contraction and the attention biases want
+    that layout). ``fn`` (e.g. a LayerNorm) is applied to slices of ``row_chunk`` rows when
+    ``row_chunk`` is given, so that ``fn(x)`` never exists in full.
+
+    Args:
+        x: ``[*, I, J, C]``.
+        weight: ``[O, C]``.
+        bias: ``[O]`` or ``None``.
+        row_chunk: rows ``I`` per slice, or ``None`` for one slice.
+        fn: optional position-wise function applied to ``x`` first.
+
+    Returns:
+        ``[*, O, I, J]``, contiguous.
+    """
+    *batch, n_i, n_j, c = x.shape
+    n_b = math.prod(batch)
+    x3 = x.reshape(n_b, n_i, n_j, c)
+    step = n_i if row_chunk is None else max(1, row_chunk)
+    out = None
+    for i0 in range(0, n_i, step):
+        xs = x3[:, i0:i0 + step]
+        if fn is not None:
+            xs = fn(xs)
+        rows = xs.shape[1]
+        w = weight.to(xs.dtype)
+        xt = xs.reshape(n_b, rows * n_j, c).transpose(-1, -2)  # [B, C, rows·J]
+        if bias is None:
+            part = torch.matmul(w, xt)  # [B, O, rows·J]
+        else:
+            part = torch.baddbmm(bias.to(xs.dtype)[None, :, None], w.expand(n_b, -1, -1), xt)
+        part = part.view(n_b, -1, rows, n_j)  # [B, O, rows, J]
+        if step >= n_i:
+            out = part
+            break
+        if out is None:
+            out = part.new_empty((n_b, part.shape[1], n_i, n_j))
+        out[:, :, i0:i0 + rows] = part
+    return out.reshape(*batch, *out.shape[1:])
+
+
 class Attention(nn.Module):
     """Multi-head attention with additive biases and optional sigmoid gating.
 
@@ -71,6 +175,10 @@ class Attention(nn.Module):
     q/k/v projections without bias, ``q`` scaled by ``1/sqrt(c_hidden)`` before ``q·kᵀ``,
     biases added, softmax over keys, per-head gate ``sigmoid(linear_g(q_x))`` and an output
     projection with bias.
+
+    Self-attention (:meth:`self_attention`) runs the q/k/v/gate projections as one GEMM on the
+    concatenated weights (cached, see :func:`fused_weight`) and hands the kernels strided
+    ``[*, H, Q, C]`` views of its output, so no per-head transposes are materialised.
     """
 
     def __init__(
@@ -93,6 +201,8 @@ class Attention(nn.Module):
         biases: list[torch.Tensor] | tuple[torch.Tensor, ...] = (),
     ) -> torch.Tensor:
         """Attend from ``q_x [*, Q, c_q]`` to ``kv_x [*, K, c_k]``; biases broadcast to ``[*, H, Q, K]``."""
+        if q_x is kv_x:
+            return self.self_attention(q_x, biases)
         h, c = self.num_heads, self.c_hidden
         q = self.linear_q(q_x).unflatten(-1, (h, c)).transpose(-2, -3)  # [*, H, Q, C]
         k = self.linear_k(kv_x).unflatten(-1, (h, c)).transpose(-2, -3)  # [*, H, K, C]
@@ -101,5 +211,49 @@ class Attention(nn.Module):
         o = o.transpose(-2, -3)  # [*, Q, H, C]
         if self.linear_g is not None:
             g = torch.sigmoid(self.linear_g(q_x)).unflatten(-1, (h, c))  # [*, Q, H, C]
-            o = o * g
+            o = g * o
         return self.linear_o(o.flatten(-2))  # [*, Q, c_q]
+
+    def self_attention(
+        self,
+        x: torch.Tensor,
+        biases: list[torch.Tensor] | tuple[torch.Tensor, ...] = (),
+        transpose: bool = False,
+    ) -> torch.Tensor:
+        """Self-attention of ``x [*, A, B, c]`` along ``B`` (``transpose=False``) or along ``A``.
+
+        ``transpose=True`` is attention over the transposed input (each column ``b`` attends
+        over ``a``) without copying ``x`` to the transposed layout: the projections run in
+        ``x``'s layout and the kernels get strided views. Biases broadcast to the logits of
+        the attended frame, ``[*, B, H, A, A]`` when transposed, ``[*, A, H, B, B]`` otherwise.
+        ``x`` needs at least 2 dims (``[Q, c]``: one attention over ``Q`` when not transposed).
+
+        Returns:
+            ``[*, A, B, c]`` in ``x``'s frame.
+        """
+        h, c = self.num_heads, self.c_hidden
+        weights = [self.linear_q.weight, self.linear_k.weight, self.linear_v.weight]
+        bias = None
+        if self.linear_g is not None:
+            weights.append(self.linear_g.weight)
+            bias = fused_weight(self, "qkvg_b", [self.linear_g.bias], pad_front=3 * h * c)
+            bias = bias.to(x.dtype)
+        w = fused_weight(self, "qkvg_w", weights).to(x.dtype)
+        parts = F.linear(x, w, bias).unflatten(-1, (len(weights), h, c))  # [*, A, B, P, H, C]
+
+        def heads(i: int) -> torch.Tensor:
+            t = parts.select(-3, i)  # [*, A, B, H, C] (strided view)
+            if transpose:
+                return t.movedim(-4, -2)  # [*, B, H, A, C]
+            return t.transpose(-2, -3)  # [*, A, H, B, C]
+
+        if transpose and x.dim() < 3:
+            raise ValueError("self_attention(transpose=True) needs x with at least 3 dims")
+        o = kernels.attention(heads(0), heads(1), heads(2), biases)  # [*, H, Q, C]
+        o = o.movedim(-2, -4) if transpose else o.transpose(-2, -3)  # [*, A, B, H, C]
+        if self.linear_g is not None:
+            # The gate (dense in x's frame) goes first so that the product takes its layout.
+            o = torch.sigmoid(parts.select(-3, 3)) * o  # [*, A, B, H, C]
+        else:
+            o = o.contiguous()
+        return self.linear_o(o.flatten(-2))  # [*, A, B, c_q]

@@ -60,9 +60,15 @@ _REGISTRY: dict[str, Backend] = {}
 _CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("sparkfold_kernels", default="reference")
 
 
+#: Resolved implementations per (op, dtype, device type, backend in force, channel count for
+#: layer_norm). Backends decide ``supports`` from exactly these, so the decision is made once.
+_RESOLVED: dict[tuple, Callable] = {}
+
+
 def register_backend(backend: Backend) -> None:
     """Add (or replace) a backend in the registry."""
     _REGISTRY[backend.name] = backend
+    _RESOLVED.clear()
 
 
 register_backend(Backend("reference", "sparkfold.model.kernels.reference", priority=-100))
@@ -107,7 +113,22 @@ def current_backend() -> str:
 
 
 def _resolve(op: str, dtype: torch.dtype, device: torch.device, **info) -> Callable:
+    """The implementation of ``op`` for this call, cached per dispatch key.
+
+    The key is (op, dtype, device type, backend in force, and for ``layer_norm`` the channel
+    count): a backend's ``supports`` must decide from these alone. Caching keeps the per-call
+    dispatch to one dict lookup (the trunk makes ~10⁴ kernel calls per forward).
+    """
     name = _CURRENT.get()
+    shape = info.get("shape")
+    key = (op, dtype, device.type, name, shape[-1] if op == "layer_norm" and shape else None)
+    fn = _RESOLVED.get(key)
+    if fn is None:
+        fn = _RESOLVED[key] = _resolve_uncached(name, op, dtype, device, **info)
+    return fn
+
+
+def _resolve_uncached(name: str, op: str, dtype: torch.dtype, device: torch.device, **info) -> Callable:
     if name != "auto":
         mod = _REGISTRY[name].load()
         fn = getattr(mod, op, None)
@@ -148,7 +169,7 @@ def attention(
     Returns:
         ``[*, H, Q, C_v]``.
     """
-    fn = _resolve("attention", q.dtype, q.device, q_shape=tuple(q.shape), num_biases=len(biases))
+    fn = _resolve("attention", q.dtype, q.device)
     return fn(q, k, v, list(biases), scale)
 
 
@@ -161,7 +182,7 @@ def triangle_multiplication(
     ``incoming``: ``x[i, j, c] = Σ_k a[k, i, c] · b[k, j, c]``.
     Inputs ``[*, N, N, C]``; output ``[*, N, N, C]``.
     """
-    fn = _resolve("triangle_multiplication", a.dtype, a.device, shape=tuple(a.shape))
+    fn = _resolve("triangle_multiplication", a.dtype, a.device)
     return fn(a, b, direction)
 
 
@@ -169,5 +190,5 @@ def layer_norm(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5
 ) -> torch.Tensor:
     """LayerNorm over the last axis with fp32 statistics; output in ``x``'s dtype."""
-    fn = _resolve("layer_norm", x.dtype, x.device, shape=tuple(x.shape))
+    fn = _resolve("layer_norm", x.dtype, x.device, shape=x.shape)
     return fn(x, weight, bias, eps)

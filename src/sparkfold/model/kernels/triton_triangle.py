@@ -64,14 +64,22 @@ def transpose_last2(x: torch.Tensor) -> torch.Tensor:
     return _transpose_op(x)
 
 
+def _channel_first(t: torch.Tensor) -> torch.Tensor:
+    """``t [*, N, N, C]`` as a contiguous ``[*, C, N, N]``: a free view when ``t`` is already a
+    channel-last view of channel-first storage (as the model's projections produce it)."""
+    cf = t.movedim(-1, -3)
+    if cf.is_contiguous():
+        return cf
+    *batch, n1, n2, c = t.shape
+    return transpose_last2(t.reshape(*batch, n1 * n2, c)).reshape(*batch, c, n1, n2)
+
+
 def triangle_multiplication(a, b, direction):
     """Same contract as the reference: channel-last ``[*, N, N, C]`` in and out."""
     if direction not in ("outgoing", "incoming"):
         raise ValueError(f"direction must be 'outgoing' or 'incoming', got {direction!r}")
     *batch, n_i, n_k, c = a.shape
-    a_cf = transpose_last2(a.reshape(*batch, n_i * n_k, c)).reshape(*batch, c, n_i, n_k)
-    b_cf = transpose_last2(b.reshape(*batch, b.shape[-3] * b.shape[-2], c)).reshape(
-        *batch, c, b.shape[-3], b.shape[-2])  # [*, C, N, N]
+    a_cf, b_cf = _channel_first(a), _channel_first(b)  # [*, C, N, N]
     if direction == "outgoing":
         x = torch.matmul(a_cf, b_cf.transpose(-1, -2))  # [*, C, i, j] = Σ_k a[i,k] b[j,k]
     else:
