@@ -166,6 +166,37 @@ def register(subparsers) -> None:
     g.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     g.add_argument("--no-report", dest="report", action="store_false", help="skip report.html")
     g.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
+    g = parser.add_argument_group(
+        "batch (many targets, several GPUs or nodes)",
+        "With several local GPUs, or with --ray, targets run longest first on one inference "
+        "worker per GPU (models kept loaded); a target too long for a worker's GPU goes to one "
+        "that holds it. OUT/manifest.json records every target; a rerun finishes what is left. "
+        "With Ray, OUT must be on a filesystem every node sees at the same path.",
+    )
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="default",
+        metavar="ADDRESS|auto|local",
+        help="run on a Ray cluster (pip install 'sparkfold[ray]'): local starts one on this "
+        "machine, auto joins the running one, ADDRESS is host:6379 or ray://host:10001; "
+        "without a value, RAY_ADDRESS or a new local instance. Put it after INPUT or write "
+        "--ray=VALUE",
+    )
+    g.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        metavar="N",
+        help="attempts per target when its worker dies or runs out of memory (default: 3)",
+    )
+    g.add_argument(
+        "--workers-per-gpu",
+        type=int,
+        default=1,
+        metavar="K",
+        help="inference workers sharing each GPU, each with 1/K of its memory (default: 1)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -199,21 +230,56 @@ def options_from_args(args: argparse.Namespace):
     )
 
 
+def _use_batch(args: argparse.Namespace) -> bool:
+    """The batch runner: with --ray, or with several local GPUs and --device auto/cuda."""
+    if args.ray is not None:
+        return True
+    if args.device not in ("auto", "cuda") and args.workers_per_gpu == 1:
+        return False
+    import torch
+
+    return torch.cuda.is_available() and (
+        torch.cuda.device_count() > 1 or args.workers_per_gpu > 1
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict every target; print progress to stderr and a summary; 1 if any target failed."""
-    from sparkfold.runner.predict import predict
+    from sparkfold.errors import SparkfoldError
 
     if args.num_recycles < 0:
-        from sparkfold.errors import SparkfoldError
-
         raise SparkfoldError(f"--num-recycles must be >= 0, got {args.num_recycles}")
+    for name in ("max_attempts", "workers_per_gpu"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise SparkfoldError(f"{flag} must be >= 1, got {getattr(args, name)}")
+    if args.ray is not None:
+        from sparkfold.runner.ray_backend import import_ray
+
+        import_ray()  # fails here, with the extra to install, before any work
     options = options_from_args(args)
 
     def show(event) -> None:
         if not args.quiet or event.stage in ("note", "failed"):
             print(event.format(), file=sys.stderr, flush=True)
 
-    results = predict(args.inputs, args.out, options, progress=show)
+    if _use_batch(args):
+        from sparkfold.runner.batch import run_batch
+
+        report = run_batch(
+            args.inputs,
+            args.out,
+            options,
+            ray=args.ray,
+            max_attempts=args.max_attempts,
+            workers_per_gpu=args.workers_per_gpu,
+            progress=show,
+        )
+        results = report.results
+    else:
+        from sparkfold.runner.predict import predict
+
+        results = predict(args.inputs, args.out, options, progress=show)
     counts = {s: sum(r.state == s for r in results) for s in ("done", "skipped", "failed")}
     print(
         f"{len(results)} target(s): {counts['done']} done, {counts['skipped']} already done, "
