@@ -98,6 +98,7 @@ def test_manifest_states_roundtrip_and_reconcile(tmp_path):
         "outputs": [],
         "started": None,
         "finished": None,
+        "attempts": 0,
     }
     m.mark("t1", "running")
     assert m.targets["t1"]["started"] and m.targets["t1"]["finished"] is None

@@ -11,7 +11,8 @@ Schema (version 1), written with ``indent=2``, atomically (temp file + rename) a
           "error": null | "message",      # why it failed (or was interrupted)
           "outputs": ["6KWC_1/6KWC_1_unrelaxed_rank_001_....pdb", ...],  # relative to <out>
           "started": null | "2025-01-31T12:00:00+00:00",                   # ISO 8601, UTC
-          "finished": null | "2025-01-31T12:03:10+00:00"
+          "finished": null | "2025-01-31T12:03:10+00:00",
+          "attempts": 0                   # inference attempts (the batch runner's retries)
         }
       }
     }
@@ -49,7 +50,7 @@ MANIFEST_VERSION = 1
 #: Name of the marker file inside ``<out>/<tag>/`` written last, when a target is complete.
 DONE_MARKER = ".done"
 STATES = ("pending", "running", "done", "failed")
-_FIELDS = ("state", "length", "error", "outputs", "started", "finished")
+_FIELDS = ("state", "length", "error", "outputs", "started", "finished", "attempts")
 
 
 class ManifestError(SparkfoldError):
@@ -69,6 +70,7 @@ def _entry(length: int) -> dict:
         "outputs": [],
         "started": None,
         "finished": None,
+        "attempts": 0,
     }
 
 
@@ -121,7 +123,8 @@ class Manifest:
                     fix=f"delete {path}; it is rebuilt from the finished target folders",
                 )
             targets[tag] = {k: entry.get(k) for k in _FIELDS} | {
-                "outputs": list(entry.get("outputs") or [])
+                "outputs": list(entry.get("outputs") or []),
+                "attempts": int(entry.get("attempts") or 0),
             }
         return cls(out_dir, targets)
 
