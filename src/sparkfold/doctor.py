@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Literal
 
 from sparkfold import __version__
+from sparkfold.memory import DISCRETE_FRACTION, UNIFIED_FRACTION  # noqa: F401  (re-exported)
 
 __all__ = [
     "Check",
@@ -67,8 +68,6 @@ GIB = 1 << 30
 EST_OVERHEAD = 1 * GIB
 EST_PAIR_COPIES = 12
 EST_MSA_COPIES = 4
-UNIFIED_FRACTION = 0.8
-DISCRETE_FRACTION = 0.9
 # nvcc memory per compile job for the build advice (~4–6 GB observed; take the high end).
 GIB_PER_NVCC_JOB = 6
 MIN_FREE_DISK = 10 * GIB

@@ -35,26 +35,11 @@ from sparkfold.doctor import (
     estimate_max_length,
     torch_install_command,
 )
+from sparkfold.memory import meminfo
 
 
 def _gib(n: float | None) -> str:
     return "?" if n is None else f"{n / GIB:.1f} GiB"
-
-
-def meminfo() -> tuple[int | None, int | None]:
-    """(total, available) system RAM in bytes."""
-    try:
-        fields = {}
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            fields[key] = int(rest.split()[0]) * 1024
-        return fields.get("MemTotal"), fields.get("MemAvailable", fields.get("MemFree"))
-    except (OSError, ValueError, IndexError):
-        try:
-            page = os.sysconf("SC_PAGE_SIZE")
-            return os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
-        except (ValueError, OSError, AttributeError):
-            return None, None
 
 
 def probe_nvml() -> dict:

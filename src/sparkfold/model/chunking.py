@@ -10,7 +10,6 @@ function that accepts any number of leading dimensions.
 """
 
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -155,15 +154,14 @@ def residual_add(x: torch.Tensor, update: torch.Tensor, inplace: bool) -> torch.
 
 # --------------------------------------------------------------------------- chunk-size heuristic
 def _free_bytes(device: torch.device) -> int | None:
-    if device.type == "cuda" and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type == "cpu":
-        try:
-            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError, AttributeError):
-            return None
-    return None
+    """The memory a chunk may plan with: the usable share of the free memory (sparkfold.memory:
+    a safe fraction on unified memory such as a DGX Spark, where running out freezes the machine)."""
+    from sparkfold.memory import usable_memory
+
+    if device.type not in ("cuda", "cpu") or (device.type == "cuda" and not torch.cuda.is_available()):
+        return None
+    free, fraction = usable_memory(device)
+    return int(fraction * free)
 
 
 def _fused_attention(bytes_per_element: int, device: torch.device) -> bool:

@@ -460,18 +460,11 @@ def resolve_msa(
 
 
 def _free_memory(device: str) -> tuple[float, float]:
-    """(free bytes, usable fraction) of the device (CPU: available RAM)."""
-    import torch
+    """(free bytes, usable fraction) of the device (CPU: available RAM); see sparkfold.memory."""
+    from sparkfold.memory import usable_memory
 
-    if device.startswith("cuda"):
-        index = torch.device(device).index or 0
-        free, _ = torch.cuda.mem_get_info(index)
-        integrated = bool(getattr(torch.cuda.get_device_properties(index), "is_integrated", False))
-        return float(free), (0.8 if integrated else 0.9)
-    from sparkfold.doctor_probes import meminfo
-
-    _, available = meminfo()
-    return float(available if available is not None else 8 << 30), 0.8
+    free, fraction = usable_memory(device)
+    return float(free), fraction
 
 
 def check_lengths(targets: Sequence[Target], device: str, precision: str) -> int:
