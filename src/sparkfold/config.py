@@ -341,6 +341,94 @@ class ModelConfig:
             ),
         )
 
+    @classmethod
+    def from_openfold(cls, config: dict, name: str = "openfold") -> "ModelConfig":
+        """Build a config from OpenFold's nested config dict (``model_config(...)`` as a dict).
+
+        Reads ``globals``, ``model`` and, when present, ``data_predict`` (or ``data.predict``);
+        the shape the golden fixtures store as ``meta.config``. Monomer configs only.
+
+        Raises:
+            ConfigError: for a multimer or SoloSeq config, or a missing section.
+        """
+        try:
+            g, mdl = config["globals"], config["model"]
+        except KeyError as exc:
+            raise ConfigError(f"OpenFold config has no {exc.args[0]!r} section") from None
+        if g.get("is_multimer"):
+            raise ConfigError("OpenFold multimer configs are not supported yet; use a monomer preset")
+        if g.get("seqemb_mode_enabled"):
+            raise ConfigError("OpenFold single-sequence (SoloSeq) configs are not supported")
+
+        def stack(d: dict, c_m: int, global_col: bool) -> MSAStackConfig:
+            return MSAStackConfig(
+                num_blocks=d["no_blocks"], c_m=c_m, c_z=d["c_z"],
+                c_hidden_msa_att=d["c_hidden_msa_att"], num_heads_msa=d["no_heads_msa"],
+                c_hidden_opm=d["c_hidden_opm"], c_hidden_mul=d["c_hidden_mul"],
+                c_hidden_pair_att=d["c_hidden_pair_att"], num_heads_pair=d["no_heads_pair"],
+                transition_n=d["transition_n"], opm_first=d.get("opm_first", False),
+                global_column_attention=global_col, inf=d.get("inf", 1e9), eps=d.get("eps", 1e-8),
+            )
+
+        ie, rc, tp, sm, hd = (mdl["input_embedder"], mdl["recycling_embedder"], mdl["template"],
+                              mdl["structure_module"], mdl["heads"])
+        tps, tpa = tp["template_pair_stack"], tp["template_pointwise_attention"]
+        ex = mdl["extra_msa"]
+        data = config.get("data_predict") or config.get("data", {}).get("predict", {})
+        base_data = DataConfig(use_templates=tp["enabled"])
+        return cls(
+            name=name,
+            c_m=g["c_m"], c_z=g["c_z"], c_s=g["c_s"], c_t=g["c_t"], c_e=g["c_e"],
+            extra_msa_c_in=ex["extra_msa_embedder"]["c_in"],
+            input_embedder=InputEmbedderConfig(tf_dim=ie["tf_dim"], msa_dim=ie["msa_dim"],
+                                               relpos_k=ie["relpos_k"]),
+            recycling_embedder=RecyclingEmbedderConfig(min_bin=rc["min_bin"], max_bin=rc["max_bin"],
+                                                       num_bins=rc["no_bins"], inf=rc["inf"]),
+            template=TemplateConfig(
+                enabled=tp["enabled"], embed_angles=tp["embed_angles"],
+                use_unit_vector=tp["use_unit_vector"],
+                distogram_min_bin=tp["distogram"]["min_bin"],
+                distogram_max_bin=tp["distogram"]["max_bin"],
+                distogram_num_bins=tp["distogram"]["no_bins"],
+                pair_c_in=tp["template_pair_embedder"]["c_in"],
+                single_c_in=tp["template_single_embedder"]["c_in"],
+                num_blocks=tps["no_blocks"], c_hidden_tri_att=tps["c_hidden_tri_att"],
+                num_heads_tri_att=tps["no_heads"], c_hidden_tri_mul=tps["c_hidden_tri_mul"],
+                transition_n=tps["pair_transition_n"], tri_mul_first=tps.get("tri_mul_first", False),
+                c_hidden_pointwise=tpa["c_hidden"], num_heads_pointwise=tpa["no_heads"],
+                inf=tp["inf"], tri_inf=tps.get("inf", 1e9), eps=tp["eps"],
+            ),
+            extra_msa_enabled=ex["enabled"],
+            extra_msa_stack=stack(ex["extra_msa_stack"], g["c_e"], True),
+            evoformer=stack(mdl["evoformer_stack"], g["c_m"], False),
+            structure_module=StructureModuleConfig(
+                c_ipa=sm["c_ipa"], c_resnet=sm["c_resnet"], num_heads_ipa=sm["no_heads_ipa"],
+                num_qk_points=sm["no_qk_points"], num_v_points=sm["no_v_points"],
+                num_blocks=sm["no_blocks"], num_transition_layers=sm["no_transition_layers"],
+                num_resnet_blocks=sm["no_resnet_blocks"], num_angles=sm["no_angles"],
+                trans_scale_factor=float(sm["trans_scale_factor"]), epsilon=sm["epsilon"],
+                inf=sm["inf"],
+            ),
+            heads=HeadsConfig(
+                lddt_c_hidden=hd["lddt"]["c_hidden"], lddt_num_bins=hd["lddt"]["no_bins"],
+                distogram_num_bins=hd["distogram"]["no_bins"],
+                masked_msa_c_out=hd["masked_msa"]["c_out"],
+                experimentally_resolved_c_out=hd["experimentally_resolved"]["c_out"],
+                tm_enabled=hd["tm"]["enabled"], tm_num_bins=hd["tm"]["no_bins"],
+            ),
+            data=replace(
+                base_data,
+                max_msa_clusters=data.get("max_msa_clusters", base_data.max_msa_clusters),
+                max_extra_msa=data.get("max_extra_msa", base_data.max_extra_msa),
+                max_templates=data.get("max_templates", base_data.max_templates),
+                max_template_hits=data.get("max_template_hits", base_data.max_template_hits),
+                masked_msa_replace_fraction=data.get("masked_msa_replace_fraction",
+                                                     base_data.masked_msa_replace_fraction),
+            ),
+            eps=g.get("eps", 1e-8),
+            recycle_early_stop_tolerance=mdl.get("recycle_early_stop_tolerance", -1.0),
+        )
+
     @property
     def has_templates(self) -> bool:
         """Whether the template embedder exists (and ``template_*`` weights are expected)."""

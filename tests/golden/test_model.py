@@ -231,3 +231,16 @@ def test_batch_without_recycle_axis_is_rejected():
     flat = {k: v[..., 0] for k, v in batch.items()}
     with pytest.raises(ValueError, match="recycling pass as its last axis"):
         model(flat)
+
+
+def test_openfold_config_dict_builds_the_same_model():
+    """``load_model(..., preset=<OpenFold config dict>)`` reproduces the fixture too."""
+    arrays, meta = load_npz(FIXTURES / "model_tiny_notempl.npz")
+    params = {k[6:]: torch.tensor(v) for k, v in arrays.items() if k.startswith("param/")}
+    batch = {k[6:]: torch.tensor(v) for k, v in arrays.items() if k.startswith("input/")}
+    model = load_model(params, preset=meta["config"])
+    with torch.no_grad():
+        out = model(batch)
+    assert_close_scaled(out["final_atom_positions"], arrays["output/final_atom_positions"],
+                        level=MODEL, name="final_atom_positions")
+    assert_close_scaled(out["plddt"], arrays["output/plddt"], level=MODEL, name="plddt")

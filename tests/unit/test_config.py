@@ -173,3 +173,26 @@ def test_frozen_and_validation():
         RuntimeConfig(chunk_size=0)
     assert RuntimeConfig(num_recycles=3).num_passes == 4
     assert RuntimeConfig(chunk_size="auto").chunk_size == "auto"
+
+
+def test_from_openfold_config_dict_equals_the_named_constructors():
+    from dataclasses import replace
+
+    from testutil import FIXTURES, load_npz
+
+    for templates, fname in ((True, "model_tiny_templ.npz"), (False, "model_tiny_notempl.npz")):
+        _, meta = load_npz(FIXTURES / fname)
+        built = ModelConfig.from_openfold(meta["config"])
+        tiny = ModelConfig.tiny(templates=templates)
+        assert replace(built, name=tiny.name) == tiny
+
+
+def test_from_openfold_rejects_what_it_cannot_build():
+    from testutil import FIXTURES, load_npz
+
+    _, meta = load_npz(FIXTURES / "model_tiny_templ.npz")
+    multimer = {**meta["config"], "globals": {**meta["config"]["globals"], "is_multimer": True}}
+    with pytest.raises(ConfigError, match="multimer"):
+        ModelConfig.from_openfold(multimer)
+    with pytest.raises(ConfigError, match="globals"):
+        ModelConfig.from_openfold({"model": {}})

@@ -285,6 +285,8 @@ def _resolve_config(preset) -> ModelConfig:
     if isinstance(preset, ModelConfig):
         return preset
     try:
+        if isinstance(preset, Mapping):  # OpenFold's config as a dict (model_config(...))
+            return ModelConfig.from_openfold(dict(preset))
         return ModelConfig.from_preset(preset)
     except ConfigError as exc:
         raise WeightsError(str(exc)) from None
@@ -329,7 +331,7 @@ def _runtime(runtime: RuntimeConfig | None, device: str | None, precision: str |
     return replace(rt, **changes) if changes else rt
 
 
-def load_model(source, *, preset: str | ModelConfig | None = None, device: str | None = None,
+def load_model(source, *, preset: str | ModelConfig | Mapping | None = None, device: str | None = None,
                precision: str | None = None, runtime: RuntimeConfig | None = None) -> nn.Module:
     """Build the model and load its weights; returns it in eval mode on ``device``.
 
@@ -338,7 +340,8 @@ def load_model(source, *, preset: str | ModelConfig | None = None, device: str |
             ``model.``/``module.``-prefixed, v1 names) or DeepSpeed checkpoint directory; a
             state-dict-like mapping (canonical or AF2 npz keys); or ``"random"`` for seeded
             random weights (seed = ``runtime.seed``; needs ``preset``).
-        preset: preset name, or a :class:`ModelConfig`. None infers it from the file's keys and
+        preset: preset name, a :class:`ModelConfig`, or OpenFold's config as a dict
+            (:meth:`ModelConfig.from_openfold`). None infers it from the file's keys and
             shapes (and its name: ``params_model_2_ptm.npz`` → ``model_2_ptm``).
         device: torch device; default ``runtime.device`` (``"cpu"``).
         precision: ``"fp32"``, ``"tf32"`` or ``"bf16"``; default ``runtime.precision``
