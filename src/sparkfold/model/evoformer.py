@@ -11,12 +11,18 @@ Memory strategies: ``chunk_size`` slices every sub-layer through
 ``m``/``z`` (allowed only with autograd disabled; bit-identical to the out-of-place adds).
 """
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from sparkfold.config import MSAStackConfig
 from sparkfold.model.chunking import residual_add
-from sparkfold.model.msa import MSAColumnAttention, MSARowAttentionWithPairBias
+from sparkfold.model.msa import (
+    MSAColumnAttention,
+    MSAColumnGlobalAttention,
+    MSARowAttentionWithPairBias,
+)
 from sparkfold.model.pair import (
     OuterProductMean,
     Transition,
@@ -25,7 +31,7 @@ from sparkfold.model.pair import (
 )
 from sparkfold.model.primitives import Linear
 
-__all__ = ["EvoformerBlock", "EvoformerStack", "MSABlock", "PairStack"]
+__all__ = ["EvoformerBlock", "EvoformerStack", "MSABlock", "MSAStack", "PairStack", "block_kwargs"]
 
 
 class PairStack(nn.Module):
@@ -72,21 +78,26 @@ class PairStack(nn.Module):
         return z
 
 
+ColumnAttention = Literal["gated", "global"]
+
+
 class MSABlock(nn.Module):
-    """One block of an MSA/pair stack; subclasses choose the column attention.
+    """One block of an MSA/pair stack (Evoformer or extra MSA: the column attention differs).
 
     Order (``opm_first=False``, AF2 Suppl. Alg. 6 "EvoformerStack" lines 2-12):
     ``m += RowAttnWithPairBias(m, z)``; ``m += ColumnAttn(m)``; ``m += Transition(m)``;
     ``z += OuterProductMean(m)``; ``z = PairStack(z)``. With ``opm_first=True`` (AF-Multimer
     Sec. 7.1) the outer product mean is added to ``z`` before the row attention.
 
-    Transitions: the pair transition always gets ``mask=None`` (OpenFold's model config has
-    ``_mask_trans=False``); the MSA transition gets ``msa_mask`` only where the class attribute
-    ``mask_msa_transition`` is True (the extra-MSA block, see there).
-    """
+    ``column_attention="gated"`` is the Evoformer's MSAColumnAttention; ``"global"`` is the
+    extra-MSA stack's AF2 Suppl. Alg. 19 "MSAColumnGlobalAttention" (Alg. 18 "ExtraMsaStack").
 
-    #: Multiply the MSA transition output by ``msa_mask`` (class-level; fixed per block type).
-    mask_msa_transition: bool = False
+    Transitions: the pair transition always gets ``mask=None`` (OpenFold's model config has
+    ``_mask_trans=False``). DEVIATION from the Evoformer block for the extra-MSA block, following
+    OpenFold: its ``ExtraMSABlock`` passes ``mask=msa_mask`` to the MSA transition whatever
+    ``_mask_trans`` says (the ``extra_msa_block`` fixture shows it), so ``"global"`` blocks
+    mask their MSA transition.
+    """
 
     def __init__(
         self,
@@ -101,18 +112,36 @@ class MSABlock(nn.Module):
         transition_n: int,
         opm_first: bool = False,
         inf: float = 1e9,
+        eps: float = 1e-8,
+        column_attention: ColumnAttention = "gated",
     ):
         super().__init__()
+        if column_attention not in ("gated", "global"):
+            raise ValueError(f"column_attention must be 'gated' or 'global', got {column_attention!r}")
         self.opm_first = opm_first
+        #: Multiply the MSA transition output by ``msa_mask`` (extra-MSA blocks, see above).
+        self.mask_msa_transition = column_attention == "global"
         self.msa_att_row = MSARowAttentionWithPairBias(
             c_m, c_z, c_hidden_msa_att, num_heads_msa, inf=inf
         )
+        if column_attention == "gated":
+            self.msa_att_col = MSAColumnAttention(c_m, c_hidden_msa_att, num_heads_msa, inf=inf)
+        else:
+            self.msa_att_col = MSAColumnGlobalAttention(
+                c_m, c_hidden_msa_att, num_heads_msa, inf=inf, eps=eps
+            )
         self.msa_transition = Transition(c_m, transition_n)
         self.outer_product_mean = OuterProductMean(c_m, c_z, c_hidden_opm)
         self.pair_stack = PairStack(
             c_z, c_hidden_mul, c_hidden_pair_att, num_heads_pair, transition_n, inf=inf
         )
-        self.msa_att_col: nn.Module  # set by the subclass
+
+    @classmethod
+    def from_config(cls, cfg: MSAStackConfig) -> "MSABlock":
+        """A block with the sizes of ``cfg``; its column attention follows the class."""
+        return cls(**block_kwargs(cfg, cls.column_attention_kind))
+
+    column_attention_kind: ColumnAttention = "gated"
 
     def forward(
         self,
@@ -154,52 +183,27 @@ class MSABlock(nn.Module):
 
 
 class EvoformerBlock(MSABlock):
-    """One Evoformer block with gated MSA column attention.
+    """One Evoformer block: :class:`MSABlock` with gated MSA column attention.
 
-    AF2 Suppl. Alg. 6 "EvoformerStack", lines 2-12 (one iteration); see :class:`MSABlock`.
+    AF2 Suppl. Alg. 6 "EvoformerStack", lines 2-12 (one iteration).
     """
 
-    def __init__(
-        self,
-        c_m: int,
-        c_z: int,
-        c_hidden_msa_att: int,
-        c_hidden_opm: int,
-        c_hidden_mul: int,
-        c_hidden_pair_att: int,
-        num_heads_msa: int,
-        num_heads_pair: int,
-        transition_n: int,
-        opm_first: bool = False,
-        inf: float = 1e9,
-    ):
-        super().__init__(
-            c_m,
-            c_z,
-            c_hidden_msa_att,
-            c_hidden_opm,
-            c_hidden_mul,
-            c_hidden_pair_att,
-            num_heads_msa,
-            num_heads_pair,
-            transition_n,
-            opm_first=opm_first,
-            inf=inf,
+    column_attention_kind: ColumnAttention = "gated"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, column_attention="gated", **kwargs)
+
+
+def block_kwargs(cfg: MSAStackConfig, column_attention: ColumnAttention) -> dict:
+    """Constructor arguments of a block described by ``cfg``; checks its column attention."""
+    wants_global = column_attention == "global"
+    if cfg.global_column_attention != wants_global:
+        raise ValueError(
+            f"cfg.global_column_attention is {cfg.global_column_attention} but this block uses "
+            f"{column_attention} column attention; use "
+            + ("ExtraMSABlock/ExtraMSAStack" if cfg.global_column_attention
+               else "EvoformerBlock/EvoformerStack") + " for this config"
         )
-        self.msa_att_col = MSAColumnAttention(c_m, c_hidden_msa_att, num_heads_msa, inf=inf)
-
-    @classmethod
-    def from_config(cls, cfg: MSAStackConfig) -> "EvoformerBlock":
-        """A block with the sizes of ``cfg`` (``cfg.global_column_attention`` must be False)."""
-        if cfg.global_column_attention:
-            raise ValueError(
-                "EvoformerBlock uses MSAColumnAttention but cfg.global_column_attention is True; "
-                "use sparkfold.model.extra_msa.ExtraMSABlock for this config"
-            )
-        return cls(**_block_kwargs(cfg))
-
-
-def _block_kwargs(cfg: MSAStackConfig) -> dict:
     return {
         "c_m": cfg.c_m,
         "c_z": cfg.c_z,
@@ -212,6 +216,7 @@ def _block_kwargs(cfg: MSAStackConfig) -> dict:
         "transition_n": cfg.transition_n,
         "opm_first": cfg.opm_first,
         "inf": cfg.inf,
+        "eps": cfg.eps,
     }
 
 
@@ -224,54 +229,58 @@ def resolve_inplace(inplace: bool | None) -> bool:
     return inplace
 
 
-class EvoformerStack(nn.Module):
+class MSAStack(nn.Module):
+    """``num_blocks`` :class:`MSABlock` s run in order (shared by the Evoformer and extra MSA)."""
+
+    block_class: type[MSABlock] = MSABlock
+
+    def __init__(self, num_blocks: int, *args, **kwargs):
+        super().__init__()
+        self.blocks = nn.ModuleList(self.block_class(*args, **kwargs) for _ in range(num_blocks))
+
+    def run_blocks(
+        self,
+        m: torch.Tensor,
+        z: torch.Tensor,
+        msa_mask: torch.Tensor | None,
+        pair_mask: torch.Tensor | None,
+        chunk_size: int | None,
+        inplace: bool | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every block in turn; ``inplace=None`` = in place exactly when autograd is disabled.
+
+        The caller's ``m``/``z`` are never modified (they are copied once when in place).
+        """
+        inplace = resolve_inplace(inplace)
+        if inplace:
+            m, z = m.clone(), z.clone()
+        for block in self.blocks:
+            m, z = block(
+                m, z, msa_mask=msa_mask, pair_mask=pair_mask, chunk_size=chunk_size, inplace=inplace
+            )
+        return m, z
+
+
+class EvoformerStack(MSAStack):
     """The Evoformer trunk and the single-representation projection.
 
     AF2 Suppl. Alg. 6 "EvoformerStack": ``num_blocks`` :class:`EvoformerBlock` s, then
     ``s = linear(m[..., 0, :, :])`` (line 13, the first MSA row → ``c_s``).
+    Arguments after ``c_s`` are those of :class:`MSABlock`.
     """
 
-    def __init__(
-        self,
-        num_blocks: int,
-        c_m: int,
-        c_z: int,
-        c_s: int,
-        c_hidden_msa_att: int,
-        c_hidden_opm: int,
-        c_hidden_mul: int,
-        c_hidden_pair_att: int,
-        num_heads_msa: int,
-        num_heads_pair: int,
-        transition_n: int,
-        opm_first: bool = False,
-        inf: float = 1e9,
-    ):
-        super().__init__()
-        self.blocks = nn.ModuleList(
-            EvoformerBlock(
-                c_m,
-                c_z,
-                c_hidden_msa_att,
-                c_hidden_opm,
-                c_hidden_mul,
-                c_hidden_pair_att,
-                num_heads_msa,
-                num_heads_pair,
-                transition_n,
-                opm_first=opm_first,
-                inf=inf,
-            )
-            for _ in range(num_blocks)
-        )
+    block_class = EvoformerBlock
+
+    def __init__(self, num_blocks: int, c_m: int, c_z: int, c_s: int, *args, **kwargs):
+        super().__init__(num_blocks, c_m, c_z, *args, **kwargs)
         self.linear = Linear(c_m, c_s)
 
     @classmethod
     def from_config(cls, cfg: MSAStackConfig, c_s: int) -> "EvoformerStack":
         """The stack described by ``cfg`` (e.g. ``ModelConfig.evoformer``) projecting to ``c_s``."""
-        if cfg.global_column_attention:
-            raise ValueError("EvoformerStack needs cfg.global_column_attention=False")
-        return cls(num_blocks=cfg.num_blocks, c_s=c_s, **_block_kwargs(cfg))
+        kwargs = block_kwargs(cfg, "gated")
+        c_m, c_z = kwargs.pop("c_m"), kwargs.pop("c_z")
+        return cls(cfg.num_blocks, c_m, c_z, c_s, **kwargs)
 
     def forward(
         self,
@@ -293,12 +302,6 @@ class EvoformerStack(nn.Module):
         Returns:
             ``(m, z, s)`` with ``s [*, N, C_s]``.
         """
-        inplace = resolve_inplace(inplace)
-        if inplace:
-            m, z = m.clone(), z.clone()
-        for block in self.blocks:
-            m, z = block(
-                m, z, msa_mask=msa_mask, pair_mask=pair_mask, chunk_size=chunk_size, inplace=inplace
-            )
+        m, z = self.run_blocks(m, z, msa_mask, pair_mask, chunk_size, inplace)
         s = self.linear(m[..., 0, :, :])  # [*, N, C_s]
         return m, z, s
