@@ -70,12 +70,12 @@ def test_outputs_named_as_colabfold(run_two):
     models = {"random_ptm_model_1_seed_000", "random_ptm_model_3_seed_000"}
     for tag, seq in (("alpha", SEQ_A), ("beta", SEQ_B)):
         folder = out / tag
-        ranking = read_json(folder / f"{tag}_ranking.json")
+        ranking = read_json(folder / "ranking.json")
         assert set(ranking["order"]) == models and ranking["rank_by"] == "plddt"
         plddts = ranking["plddts"]
         assert plddts[ranking["order"][0]] >= plddts[ranking["order"][1]]
-        expected = {".done", "config.json", f"{tag}_ranking.json", f"{tag}_timings.json",
-                    f"{tag}_report.html", f"{tag}_predicted_aligned_error_v1.json",
+        expected = {".done", "config.json", "ranking.json", "timings.json",
+                    "report.html", f"{tag}_predicted_aligned_error_v1.json",
                     f"{tag}_plddt.png", f"{tag}_pae.png", f"{tag}_coverage.png"}
         for rank, model in enumerate(ranking["order"], 1):
             structure, scores = names(tag, model, rank)
@@ -95,7 +95,7 @@ def test_outputs_named_as_colabfold(run_two):
         config = read_json(folder / "config.json")
         assert config["msa_mode"] == "single" and config["msa_depth"] == 1
         assert config["target"]["sequence"] == seq
-        assert {"features", "total"} <= set(read_json(folder / f"{tag}_timings.json"))
+        assert {"features", "total"} <= set(read_json(folder / "timings.json"))
     manifest = read_json(out / "manifest.json")
     assert list(manifest["targets"]) == ["beta", "alpha"]  # shortest first
     for tag, entry in manifest["targets"].items():
@@ -144,7 +144,7 @@ def test_alignment_dir_and_a3m_input(tmp_path):
     assert predict_cli(a3m, "--models", "3", "--no-plots", "--no-report", *common) == 0
     config = read_json(out / "q2" / "config.json")
     assert config["msa_mode"] == "a3m" and config["msa_depth"] == 2
-    assert "q2_report.html" not in tree(out / "q2") and "q2_plddt.png" not in tree(out / "q2")
+    assert "report.html" not in tree(out / "q2") and "q2_plddt.png" not in tree(out / "q2")
 
 
 def test_interrupt_leaves_no_partial_output_and_rerun_completes(tmp_path, monkeypatch, capsys):
@@ -248,7 +248,7 @@ def test_model_without_ptm_head_writes_plddt_only(tmp_path):
     assert {structure + ".pdb", scores, "np_plddt.png", "np_coverage.png"} <= files
     assert "np_predicted_aligned_error_v1.json" not in files and "np_pae.png" not in files
     assert list(read_json(out / "np" / scores)) == ["plddt"]
-    assert read_json(out / "np" / "np_ranking.json")["rank_by"] == "plddt"
+    assert read_json(out / "np" / "ranking.json")["rank_by"] == "plddt"
 
 
 def test_server_mode_calls_the_search_module(tmp_path, monkeypatch, no_model):
@@ -330,7 +330,7 @@ def test_relax_best_and_all(tmp_path, monkeypatch):
     out = tmp_path / "out"
     base = (inp, "--out", out, "--msa", "single", "--models", "1,3", "--no-plots", "--no-report")
     assert predict_cli(*base, "--output-format", "both", relax="best") == 0
-    ranking = read_json(out / "r" / "r_ranking.json")["order"]
+    ranking = read_json(out / "r" / "ranking.json")["order"]
     relaxed = [f for f in tree(out / "r") if "_relaxed_" in f]
     assert relaxed == [f"r_relaxed_rank_001_{ranking[0]}.{ext}" for ext in ("cif", "pdb")]
     assert seen[0] == {"platform": "CPU", "device_index": None}

@@ -143,17 +143,18 @@ class OutputNames:
     def done_marker(self) -> str:
         return f"{self.jobname}.done.txt"
 
+    # Per-target files that the predict issue names plainly (one target per folder).
     @property
     def ranking_json(self) -> str:
-        return f"{self.jobname}_ranking.json"
+        return "ranking.json"
 
     @property
     def timings_json(self) -> str:
-        return f"{self.jobname}_timings.json"
+        return "timings.json"
 
     @property
     def report_html(self) -> str:
-        return f"{self.jobname}_report.html"
+        return "report.html"
 
 
 # --------------------------------------------------------------------------- JSON helpers
@@ -267,7 +268,7 @@ def rank_predictions(predictions: Sequence[Prediction], rank_by: RankBy = "auto"
 
 
 def ranking_dict(ranked: Sequence[Prediction], rank_by: RankBy = "auto") -> dict:
-    """Content of ``{job}_ranking.json`` for predictions already in rank order.
+    """Content of ``ranking.json`` for predictions already in rank order.
 
     AF2's ``ranking_debug.json`` keys (``plddts``: mean pLDDT per model, ``order``: best first)
     plus ``ptms`` (when every model has pTM), ``ranking_confidence`` per model and ``rank_by``.

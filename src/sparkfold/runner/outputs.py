@@ -3,8 +3,8 @@
 For every model, in rank order: ``{tag}_unrelaxed_rank_{RRR}_{model}.pdb`` / ``.cif`` and
 ``{tag}_scores_rank_{RRR}_{model}.json``; for rank 1: ``{tag}_predicted_aligned_error_v1.json``
 (pTM models); relaxed structures ``{tag}_relaxed_rank_{RRR}_{model}.*`` for the relaxed ranks;
-``{tag}_plddt.png``, ``{tag}_pae.png``, ``{tag}_coverage.png``; ``{tag}_ranking.json``,
-``config.json``, ``{tag}_report.html``, ``{tag}_timings.json``; finally the ``.done`` marker.
+``{tag}_plddt.png``, ``{tag}_pae.png``, ``{tag}_coverage.png``; ``ranking.json``,
+``config.json``, ``report.html``, ``timings.json``; finally the ``.done`` marker.
 Names come from :class:`sparkfold.io.confidence.OutputNames`.
 """
 
