@@ -120,41 +120,35 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
-def _fasta_records(path: Path) -> list[tuple[str, str, str]]:
-    """(description, sequence, where) per record of a FASTA file."""
-    from sparkfold.data.parsers import ParseError, parse_fasta
+def _parse_file(path: Path, parse, kind: str, fix: str):
+    """``parse(text, source=...)`` of a non-empty file; empty or unparsable → InputError with ``fix``."""
+    from sparkfold.data.parsers import ParseError
 
     text = _read_text(path)
     if not text.strip():
-        raise InputError(
-            f"{path} is empty", fix="put at least one '>name' record with its sequence in it"
-        )
+        raise InputError(f"{path} is empty", fix=fix)
     try:
-        records = parse_fasta(text, source=str(path))
+        return parse(text, source=str(path))
     except ParseError as exc:
-        raise InputError(
-            f"cannot read {path} as FASTA: {exc}",
-            fix="write one '>name' header line followed by the sequence per target",
-        ) from None
+        raise InputError(f"cannot read {path} as {kind}: {exc}", fix=fix) from None
+
+
+def _fasta_records(path: Path) -> list[tuple[str, str, str]]:
+    """(description, sequence, where) per record of a FASTA file."""
+    from sparkfold.data.parsers import parse_fasta
+
+    records = _parse_file(
+        path, parse_fasta, "FASTA",
+        "put one '>name' header line followed by the sequence per target in it",
+    )
     return [(r.description, r.sequence, f"{path}, line {r.line}") for r in records]
 
 
 def _a3m_query(path: Path) -> tuple[str, str, str]:
     """(description, query sequence, where) of an A3M file: its first record, gaps removed."""
-    from sparkfold.data.parsers import ParseError, parse_a3m
+    from sparkfold.data.parsers import parse_a3m
 
-    text = _read_text(path)
-    if not text.strip():
-        raise InputError(
-            f"{path} is empty", fix="pass an A3M alignment whose first row is the query"
-        )
-    try:
-        msa = parse_a3m(text, source=str(path))
-    except ParseError as exc:
-        raise InputError(
-            f"cannot read {path} as A3M: {exc}",
-            fix="pass an A3M alignment whose first row is the query",
-        ) from None
+    msa = _parse_file(path, parse_a3m, "A3M", "pass an A3M alignment whose first row is the query")
     if len(msa) == 0:
         raise InputError(
             f"{path} holds no sequences", fix="pass an A3M alignment whose first row is the query"
