@@ -1,6 +1,22 @@
-"""pytest configuration: GPU tests skip cleanly without a CUDA device."""
+"""pytest configuration: shape annotations are checked at run time; GPU tests skip without CUDA."""
 
 import pytest
+
+#: Modules whose shape annotations (sparkfold.typing) are checked at run time in every test.
+TYPED_MODULES = [
+    "sparkfold.model.pair",
+    "sparkfold.model.msa",
+    "sparkfold.model.evoformer",
+    "sparkfold.model.extra_msa",
+]
+
+try:  # STYLE: runtime shape checks in tests only, never a switch in library code.
+    import beartype  # noqa: F401
+    from jaxtyping import install_import_hook
+
+    install_import_hook(TYPED_MODULES, "testutil.shape_checker")
+except ImportError:  # the dev extra brings both; without them the annotations stay unchecked
+    pass
 
 from testutil import has_cuda
 

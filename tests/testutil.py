@@ -42,3 +42,11 @@ def has_cuda() -> bool:
         return torch.cuda.is_available()
     except Exception:  # pragma: no cover
         return False
+
+
+def shape_checker(fn):
+    """The type checker behind jaxtyping's import hook (tests/conftest.py): beartype, with ints
+    accepted where floats are annotated (PEP 484's numeric tower)."""
+    from beartype import BeartypeConf, beartype
+
+    return beartype(conf=BeartypeConf(is_pep484_tower=True))(fn)

@@ -30,6 +30,7 @@ from sparkfold.model.pair import (
     TriangleMultiplication,
 )
 from sparkfold.model.primitives import Linear
+from sparkfold.typing import MsaAct, MsaMask, PairAct, PairMask, SingleAct
 
 __all__ = ["EvoformerBlock", "EvoformerStack", "MSABlock", "MSAStack", "PairStack", "block_kwargs"]
 
@@ -64,11 +65,11 @@ class PairStack(nn.Module):
 
     def forward(
         self,
-        z: torch.Tensor,
-        pair_mask: torch.Tensor | None = None,
+        z: PairAct,
+        pair_mask: PairMask | None = None,
         chunk_size: int | None = None,
         inplace: bool = False,
-    ) -> torch.Tensor:
+    ) -> PairAct:
         """Update ``z [*, N, N, C_z]`` with ``pair_mask [*, N, N]``; returns the new ``z``."""
         z = residual_add(z, self.tri_mul_out(z, mask=pair_mask, chunk_size=chunk_size), inplace)
         z = residual_add(z, self.tri_mul_in(z, mask=pair_mask, chunk_size=chunk_size), inplace)
@@ -145,13 +146,13 @@ class MSABlock(nn.Module):
 
     def forward(
         self,
-        m: torch.Tensor,
-        z: torch.Tensor,
-        msa_mask: torch.Tensor | None = None,
-        pair_mask: torch.Tensor | None = None,
+        m: MsaAct,
+        z: PairAct,
+        msa_mask: MsaMask | None = None,
+        pair_mask: PairMask | None = None,
         chunk_size: int | None = None,
         inplace: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[MsaAct, PairAct]:
         """Run the block.
 
         Args:
@@ -284,13 +285,13 @@ class EvoformerStack(MSAStack):
 
     def forward(
         self,
-        m: torch.Tensor,
-        z: torch.Tensor,
-        msa_mask: torch.Tensor | None = None,
-        pair_mask: torch.Tensor | None = None,
+        m: MsaAct,
+        z: PairAct,
+        msa_mask: MsaMask | None = None,
+        pair_mask: PairMask | None = None,
         chunk_size: int | None = None,
         inplace: bool | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[MsaAct, PairAct, SingleAct]:
         """Run every block, then project the first MSA row.
 
         Args:

@@ -4,10 +4,9 @@ Parameter names equal OpenFold's (``extra_msa_stack.blocks.<i>.msa_att_col.globa
 The block is :class:`~sparkfold.model.evoformer.MSABlock` with ``column_attention="global"``.
 """
 
-import torch
-
 from sparkfold.config import MSAStackConfig
 from sparkfold.model.evoformer import ColumnAttention, MSABlock, MSAStack, block_kwargs
+from sparkfold.typing import MsaAct, MsaMask, PairAct, PairMask
 
 __all__ = ["ExtraMSABlock", "ExtraMSAStack"]
 
@@ -40,13 +39,13 @@ class ExtraMSAStack(MSAStack):
 
     def forward(
         self,
-        m: torch.Tensor,
-        z: torch.Tensor,
-        msa_mask: torch.Tensor | None = None,
-        pair_mask: torch.Tensor | None = None,
+        m: MsaAct,
+        z: PairAct,
+        msa_mask: MsaMask | None = None,
+        pair_mask: PairMask | None = None,
         chunk_size: int | None = None,
         inplace: bool | None = None,
-    ) -> torch.Tensor:
+    ) -> PairAct:
         """Run every block and return the updated pair representation.
 
         Args:

@@ -1,3 +1,4 @@
+
 """MSA attention: row attention with pair bias, column attention and global column attention.
 
 Parameter names equal OpenFold's (``layer_norm_m``, ``linear_z``, ``mha.*``, ``_msa_att.*``,
@@ -9,7 +10,14 @@ from torch import nn
 
 from sparkfold.model import kernels
 from sparkfold.model.chunking import chunk_layer
-from sparkfold.model.primitives import Attention, LayerNorm, Linear, aligned_keys, linear_channel_first
+from sparkfold.model.primitives import (
+    Attention,
+    LayerNorm,
+    Linear,
+    aligned_keys,
+    linear_channel_first,
+)
+from sparkfold.typing import MsaAct, MsaMask, PairAct
 
 __all__ = ["MSAColumnAttention", "MSAColumnGlobalAttention", "MSARowAttentionWithPairBias"]
 
@@ -98,11 +106,11 @@ class MSARowAttentionWithPairBias(_MSAAttention):
 
     def forward(
         self,
-        m: torch.Tensor,
-        z: torch.Tensor,
-        mask: torch.Tensor | None = None,
+        m: MsaAct,
+        z: PairAct,
+        mask: MsaMask | None = None,
         chunk_size: int | None = None,
-    ) -> torch.Tensor:
+    ) -> MsaAct:
         """Compute the update for ``m``.
 
         Args:
@@ -130,8 +138,8 @@ class MSAColumnAttention(nn.Module):
         self._msa_att = _MSAAttention(c_m, c_hidden, num_heads, c_z=None, inf=inf)
 
     def forward(
-        self, m: torch.Tensor, mask: torch.Tensor | None = None, chunk_size: int | None = None
-    ) -> torch.Tensor:
+        self, m: MsaAct, mask: MsaMask | None = None, chunk_size: int | None = None
+    ) -> MsaAct:
         """Compute the update for ``m``.
 
         Args:
@@ -200,8 +208,8 @@ class MSAColumnGlobalAttention(nn.Module):
         self.global_attention = GlobalAttention(c_in, c_hidden, num_heads, inf=inf, eps=eps)
 
     def forward(
-        self, m: torch.Tensor, mask: torch.Tensor | None = None, chunk_size: int | None = None
-    ) -> torch.Tensor:
+        self, m: MsaAct, mask: MsaMask | None = None, chunk_size: int | None = None
+    ) -> MsaAct:
         """Compute the update for ``m``.
 
         Args:

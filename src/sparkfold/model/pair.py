@@ -21,6 +21,7 @@ from sparkfold.model.primitives import (
     fused_weight,
     linear_channel_first,
 )
+from sparkfold.typing import Act, ActMask, MsaAct, MsaMask, PairAct, PairMask
 
 __all__ = ["OuterProductMean", "Transition", "TriangleAttention", "TriangleMultiplication"]
 
@@ -79,8 +80,8 @@ class TriangleMultiplication(nn.Module):
         return self.linear_z(self.layer_norm_out(x)) * g
 
     def forward(
-        self, z: torch.Tensor, mask: torch.Tensor | None = None, chunk_size: int | None = None
-    ) -> torch.Tensor:
+        self, z: PairAct, mask: PairMask | None = None, chunk_size: int | None = None
+    ) -> PairAct:
         """Compute the update for ``z``.
 
         Args:
@@ -172,8 +173,8 @@ class TriangleAttention(nn.Module):
         return self.mha(x, x, [mask_bias, tri_bias])
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, chunk_size: int | None = None
-    ) -> torch.Tensor:
+        self, x: PairAct, mask: PairMask | None = None, chunk_size: int | None = None
+    ) -> PairAct:
         """Compute the update for the pair representation ``x``.
 
         Args:
@@ -231,8 +232,8 @@ class Transition(nn.Module):
         return self.linear_2(torch.relu(self.linear_1(self.layer_norm(x))))
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, chunk_size: int | None = None
-    ) -> torch.Tensor:
+        self, x: Act, mask: ActMask | None = None, chunk_size: int | None = None
+    ) -> Act:
         """Compute the update for ``x``.
 
         Args:
@@ -286,8 +287,8 @@ class OuterProductMean(nn.Module):
         return (outer.float() / (norm + self.eps)).to(a.dtype)
 
     def forward(
-        self, m: torch.Tensor, mask: torch.Tensor | None = None, chunk_size: int | None = None
-    ) -> torch.Tensor:
+        self, m: MsaAct, mask: MsaMask | None = None, chunk_size: int | None = None
+    ) -> PairAct:
         """Compute the pair update from the MSA.
 
         Args:
