@@ -8,6 +8,8 @@ TYPED_MODULES = [
     "sparkfold.model.msa",
     "sparkfold.model.evoformer",
     "sparkfold.model.extra_msa",
+    "sparkfold.model.embedders",
+    "sparkfold.model.template",
 ]
 
 try:  # STYLE: runtime shape checks in tests only, never a switch in library code.

@@ -22,6 +22,8 @@ Tensor = torch.Tensor
 
 #: ``[*batch, n_seq, n_res, c_m]`` MSA representation (also the extra MSA with c_e).
 MsaAct = Float[Tensor, "*batch n_seq n_res c_m"]
+#: ``[*batch, n_seq, n_res, c_in]`` MSA input features (msa_feat, extra-MSA features).
+MsaFeat = Float[Tensor, "*batch n_seq n_res c_in"]
 #: ``[*batch, n_res, n_res, c_z]`` pair representation (also a template's pair with c_t).
 PairAct = Float[Tensor, "*batch n_res n_res c_z"]
 #: ``[*batch, n_res, c_s]`` single representation.
@@ -36,15 +38,28 @@ Act = Float[Tensor, "*batch c"]
 ActMask = Float[Tensor, "*#batch"]
 #: ``[*batch, n_res]`` residue indices / amino-acid types.
 ResidueIndex = Int[Tensor, "*batch n_res"]
+#: ``[*batch, n_res, c]`` per-residue features or activations (target_feat, MSA row 0).
+ResidueAct = Float[Tensor, "*batch n_res c"]
+#: ``[*batch, n_res, 3]`` one point per residue (e.g. pseudo-β positions), Å.
+ResiduePoints = Float[Tensor, "*batch n_res 3"]
+#: ``[*batch, n_templ, n_res, n_res, c_t]`` template pair representations.
+TemplatePairAct = Float[Tensor, "*batch n_templ n_res n_res c_t"]
+#: ``[*batch, n_templ]`` template mask.
+TemplateMask = Float[Tensor, "*#batch n_templ"]
 
 __all__ = [
     "Act",
     "ActMask",
     "MsaAct",
+    "MsaFeat",
     "MsaMask",
     "PairAct",
     "PairMask",
+    "ResidueAct",
     "ResidueIndex",
+    "ResiduePoints",
     "SingleAct",
+    "TemplateMask",
+    "TemplatePairAct",
     "Tensor",
 ]

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sparkfold.model.primitives import LayerNorm, Linear
+from sparkfold.typing import MsaAct, MsaFeat, PairAct, ResidueAct, ResidueIndex, ResiduePoints
 
 __all__ = [
     "ExtraMSAEmbedder",
@@ -171,13 +172,13 @@ class InputEmbedder(nn.Module):
 
     def forward(
         self,
-        tf: torch.Tensor,
-        ri: torch.Tensor,
-        msa: torch.Tensor,
+        tf: ResidueAct,
+        ri: ResidueIndex,
+        msa: MsaFeat,
         asym_id: torch.Tensor | None = None,
         entity_id: torch.Tensor | None = None,
         sym_id: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[MsaAct, PairAct]:
         """Embed the inputs.
 
         Args:
@@ -266,8 +267,8 @@ class RecyclingEmbedder(nn.Module):
         return ((d > lower) & (d < upper)).float()  # [*, N, N, num_bins]
 
     def forward(
-        self, m: torch.Tensor, z: torch.Tensor, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, m: ResidueAct, z: PairAct, x: ResiduePoints
+    ) -> tuple[ResidueAct, PairAct]:
         """Recycling updates.
 
         Args:
@@ -307,7 +308,7 @@ class ExtraMSAEmbedder(nn.Module):
         """Build from a :class:`sparkfold.config.ModelConfig`."""
         return cls(cfg.extra_msa_c_in, cfg.c_e)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: MsaFeat) -> MsaAct:
         """``[*, S_e, N, c_in]`` → ``[*, S_e, N, c_out]``."""
         return self.linear(x)
 

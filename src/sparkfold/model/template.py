@@ -18,6 +18,7 @@ from sparkfold.geometry import Rigid
 from sparkfold.model.chunking import chunk_layer
 from sparkfold.model.pair import Transition, TriangleAttention, TriangleMultiplication
 from sparkfold.model.primitives import Attention, LayerNorm, Linear
+from sparkfold.typing import PairAct, TemplateMask, TemplatePairAct
 
 __all__ = [
     "TemplateEmbedder",
@@ -199,11 +200,11 @@ class TemplatePointwiseAttention(nn.Module):
 
     def forward(
         self,
-        t: torch.Tensor,
-        z: torch.Tensor,
-        template_mask: torch.Tensor | None = None,
+        t: TemplatePairAct,
+        z: PairAct,
+        template_mask: TemplateMask | None = None,
         chunk_size: int | None = 256,
-    ) -> torch.Tensor:
+    ) -> PairAct:
         """Attend.
 
         Args:
