@@ -18,6 +18,15 @@ from sparkfold.weights.loader import (
     read_weights,
 )
 
-from sparkfold.weights import loader  # noqa: E402
-
-__all__ = list(loader.__all__)
+__all__ = [
+    "CANDIDATE_PRESETS",
+    "UnsupportedPresetError",
+    "WeightsError",
+    "build_model",
+    "expected_state_dict_shapes",
+    "infer_preset",
+    "load_model",
+    "load_state_dict_strict",
+    "randomize_parameters",
+    "read_weights",
+]
