@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
-from sparkfold.runner.batch import TargetHook, Task, WorkerInfo, worker_max_length
+from sparkfold.runner.scheduler import TargetHook, Task, WorkerInfo, worker_max_length
 from sparkfold.runner.options import ModelSpec, PredictError, PredictOptions, TargetResult
 from sparkfold.runner.targets import Target
 
@@ -114,7 +114,7 @@ class InferenceWorker:
             resolves its own).
         device: ``cuda``, ``cuda:N`` or ``cpu``.
         share: Its share of the device memory (``1 / workers_per_gpu``).
-        hook: :data:`~sparkfold.runner.batch.TargetHook`, called around every target.
+        hook: :data:`~sparkfold.runner.scheduler.TargetHook`, called around every target.
         node: Where it runs, for messages (default: the host name).
     """
 
