@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
-from sparkfold.runner.scheduler import TargetHook, Task, WorkerInfo, worker_max_length
 from sparkfold.runner.options import ModelSpec, PredictError, PredictOptions, TargetResult
+from sparkfold.runner.scheduler import TargetHook, Task, WorkerInfo, worker_max_length
 from sparkfold.runner.targets import Target
 
 __all__ = [
