@@ -6,7 +6,7 @@
   that ``sparkfold.load_model(...)`` consumes as it is.
 """
 
-__all__ = ["raw_features", "make_batch"]
+__all__ = ["make_batch", "raw_features"]
 
 
 def __getattr__(name):
