@@ -50,3 +50,16 @@ def shape_checker(fn):
     from beartype import BeartypeConf, beartype
 
     return beartype(conf=BeartypeConf(is_pep484_tower=True))(fn)
+
+
+def isolate_user_dirs(tmp_path, monkeypatch):
+    """Point the cache and sparkfold.toml into ``tmp_path`` and unset SPARKFOLD_DB_* (no databases)."""
+    import os
+
+    config = tmp_path / "sparkfold.toml"
+    config.write_text("")
+    monkeypatch.setenv("SPARKFOLD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPARKFOLD_CONFIG", str(config))
+    for var in list(os.environ):
+        if var.startswith("SPARKFOLD_DB_"):
+            monkeypatch.delenv(var)

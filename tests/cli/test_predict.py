@@ -1,10 +1,10 @@
 """`sparkfold predict` and `sparkfold selftest` end to end on the CPU, tiny random-weight models."""
 
 import json
-import os
 
 import numpy as np
 import pytest
+from testutil import isolate_user_dirs
 
 from sparkfold import cli
 from sparkfold.commands import predict as predict_cmd
@@ -28,13 +28,7 @@ def predict_cli(*args, relax="none"):
 @pytest.fixture(autouse=True)
 def user_dirs(tmp_path, monkeypatch):
     """No configured databases, cache in tmp."""
-    config = tmp_path / "sparkfold.toml"
-    config.write_text("")
-    monkeypatch.setenv("SPARKFOLD_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("SPARKFOLD_CONFIG", str(config))
-    for var in list(os.environ):
-        if var.startswith("SPARKFOLD_DB_"):
-            monkeypatch.delenv(var)
+    isolate_user_dirs(tmp_path, monkeypatch)
 
 
 def fasta(path, records):

@@ -1,11 +1,11 @@
 """Batch scheduler (ordering, placement, retries, progress) and the local backend (no Ray)."""
 
 import builtins
-import os
 from pathlib import Path
 
 import pytest
 from batchutil import CountingHook, hidden_or_temporary, read_json, tiny_options, write_fasta
+from testutil import isolate_user_dirs
 
 from sparkfold import cli
 from sparkfold.runner import options as opts
@@ -16,13 +16,7 @@ from sparkfold.runner.targets import Target
 @pytest.fixture(autouse=True)
 def user_dirs(tmp_path, monkeypatch):
     """No configured databases, cache in tmp."""
-    config = tmp_path / "sparkfold.toml"
-    config.write_text("")
-    monkeypatch.setenv("SPARKFOLD_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("SPARKFOLD_CONFIG", str(config))
-    for var in list(os.environ):
-        if var.startswith("SPARKFOLD_DB_"):
-            monkeypatch.delenv(var)
+    isolate_user_dirs(tmp_path, monkeypatch)
 
 
 def targets(**lengths):
