@@ -8,6 +8,7 @@ import sys
 import types
 
 import pytest
+from testutil import isolate_user_dirs
 
 from sparkfold import __version__, cli
 from sparkfold.errors import SparkfoldError
@@ -16,10 +17,7 @@ from sparkfold.errors import SparkfoldError
 @pytest.fixture
 def user_dirs(tmp_path, monkeypatch):
     """Point the cache and the config file at tmp_path."""
-    config = tmp_path / "sparkfold.toml"
-    config.write_text("")
-    monkeypatch.setenv("SPARKFOLD_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("SPARKFOLD_CONFIG", str(config))
+    isolate_user_dirs(tmp_path, monkeypatch)
     return tmp_path
 
 
