@@ -18,6 +18,7 @@ Examples::
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -110,14 +111,62 @@ class ModuleTimer:
             h.remove()
 
 
+class ModuleMemory:
+    """Peak GPU memory (absolute, GiB) while each block sub-module, embedder, the structure
+    module and the heads run: which module sets the forward's peak. The hooked modules do not
+    nest, so resetting the peak counter at each entry is safe."""
+
+    def __init__(self, model):
+        self.peaks = defaultdict(float)
+        self.entry = defaultdict(float)
+        self.handles = []
+        mods = {name: getattr(model, name) for name in (
+            "input_embedder", "recycling_embedder", "extra_msa_embedder", "structure_module",
+            "aux_heads") if getattr(model, name, None) is not None}
+        for stack_name in ("evoformer", "extra_msa_stack"):
+            stack = getattr(model, stack_name, None)
+            if stack is None:
+                continue
+            for block in stack.blocks:
+                for sub in SUBMODULES:
+                    mods.setdefault(f"{stack_name}/{sub.split('.')[-1]}", [])
+                    mods[f"{stack_name}/{sub.split('.')[-1]}"].append(block.get_submodule(sub))
+        for key, mod in mods.items():
+            for m in (mod if isinstance(mod, list) else [mod]):
+                self.handles.append(m.register_forward_pre_hook(self._pre(key)))
+                self.handles.append(m.register_forward_hook(self._post(key)))
+
+    def _pre(self, key):
+        def hook(_mod, _args):
+            torch.cuda.synchronize()
+            self.entry[key] = max(self.entry[key], torch.cuda.memory_allocated() / 2**30)
+            torch.cuda.reset_peak_memory_stats()
+        return hook
+
+    def _post(self, key):
+        def hook(_mod, _args, _out):
+            torch.cuda.synchronize()
+            self.peaks[key] = max(self.peaks[key], torch.cuda.max_memory_allocated() / 2**30)
+        return hook
+
+    def results(self) -> dict:
+        return {k: {"entry_gib": round(self.entry[k], 3), "peak_gib": round(v, 3)}
+                for k, v in sorted(self.peaks.items(), key=lambda kv: -kv[1])}
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
 def build_model(args, device):
     import sparkfold
     from sparkfold.config import ModelConfig, RuntimeConfig
 
     chunk = args.chunk_size
     chunk = None if chunk in ("none", "None", None) else ("auto" if chunk == "auto" else int(chunk))
+    graphs = {"auto": "auto", "on": True, "off": False}[args.cuda_graphs]
     runtime = RuntimeConfig(device=str(device), precision=args.precision, kernels=args.kernels,
-                            chunk_size=chunk, num_recycles=args.passes - 1)
+                            chunk_size=chunk, num_recycles=args.passes - 1, cuda_graphs=graphs)
     config = ModelConfig.tiny(templates=False) if args.tiny else ModelConfig.from_preset(args.preset)
     model = sparkfold.load_model("random", preset=config, device=str(device), runtime=runtime)
     if args.compile:
@@ -137,7 +186,8 @@ def run_length(model, config, n: int, args, device) -> dict:
     n_extra = 8 if args.tiny else min(config.data.max_extra_msa, args.extra)
     batch = synthetic_batch(n, n_seq, n_extra, args.passes, device)
     row = {"n": n, "precision": args.precision, "kernels": args.kernels,
-           "chunk_size": args.chunk_size, "compile": bool(args.compile)}
+           "chunk_size": args.chunk_size, "compile": bool(args.compile),
+           "cuda_graphs": args.cuda_graphs}
     try:
         with torch.inference_mode():
             _sync(device)
@@ -164,12 +214,24 @@ def run_length(model, config, n: int, args, device) -> dict:
             row["all_seconds"] = times
             if device.type == "cuda" and times:
                 row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            graphs_setting = model.runtime.cuda_graphs
+            if (args.memory or args.breakdown) and device.type == "cuda":
+                # Hooks (events, synchronisation) cannot run inside a recorded graph.
+                model.set_runtime(dataclasses.replace(model.runtime, cuda_graphs=False))
+            if args.memory and device.type == "cuda":
+                mem = ModuleMemory(model)
+                out = model(batch)
+                del out
+                row["memory"] = mem.results()
+                mem.remove()
+                print(json.dumps({"n": n, "memory_by_module": row["memory"]}), flush=True)
             if args.breakdown and device.type == "cuda":
                 timer = ModuleTimer(model)
                 out = model(batch)
                 del out
                 row["breakdown"] = timer.results()
                 timer.remove()
+            model.set_runtime(dataclasses.replace(model.runtime, cuda_graphs=graphs_setting))
     except torch.cuda.OutOfMemoryError as exc:
         row["error"] = f"OOM: {str(exc).splitlines()[0][:160]}"
     del batch
@@ -231,6 +293,8 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the trunk blocks")
     p.add_argument("--compile-mode", default="default")
     p.add_argument("--breakdown", action="store_true")
+    p.add_argument("--memory", action="store_true", help="peak memory per module (one more forward)")
+    p.add_argument("--cuda-graphs", default="auto", choices=("auto", "on", "off"))
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--passes", type=int, default=4)
     p.add_argument("--extra", type=int, default=1024, help="extra-MSA rows (model_3 allows 5120)")

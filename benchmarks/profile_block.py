@@ -92,6 +92,7 @@ def main():
     msa_mask = torch.ones(args.s, args.n, device="cuda", dtype=torch.bfloat16)
     pair_mask = torch.ones(args.n, args.n, device="cuda", dtype=torch.bfloat16)
     subs = {"tri_mul_out": block.pair_stack.tri_mul_out, "tri_att_start": block.pair_stack.tri_att_start,
+            "tri_att_end": block.pair_stack.tri_att_end, "msa_att_col": block.msa_att_col,
             "msa_att_row": block.msa_att_row, "opm": block.outer_product_mean}
     with torch.inference_mode(), kernels.use_backend(args.kernels):
         for _ in range(2):
@@ -100,7 +101,7 @@ def main():
         for name, mod in subs.items():
             if name.startswith("tri"):
                 call = lambda mod=mod: mod(z, mask=pair_mask, chunk_size=args.chunk_size)
-            elif name == "opm":
+            elif name in ("opm", "msa_att_col"):
                 call = lambda mod=mod: mod(m, mask=msa_mask, chunk_size=args.chunk_size)
             else:
                 call = lambda mod=mod: mod(m, z, mask=msa_mask, chunk_size=args.chunk_size)

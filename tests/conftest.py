@@ -22,6 +22,13 @@ except ImportError:  # the dev extra brings both; without them the annotations s
 
 from testutil import has_cuda
 
+if not has_cuda():
+    # Without a GPU, Triton kernels run in Triton's CPU interpreter (tests of the attention
+    # kernel); it must be switched on before Triton is first imported.
+    import os
+
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def pytest_collection_modifyitems(config, items):
     if has_cuda():

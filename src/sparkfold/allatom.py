@@ -64,11 +64,21 @@ def residue_constant_tensors(
     return out
 
 
+#: Residue tables already on a device, per (name, device, dtype): copying them there once keeps
+#: the structure module free of host-to-device copies (a requirement of CUDA-graph recording).
+_DEVICE_TABLES: dict[tuple, torch.Tensor] = {}
+
+
 def _table(name: str, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Table ``name`` on ``like``'s device (float tables in ``dtype`` or ``like``'s dtype).
+    Callers must not modify it in place: it is shared."""
     t = torch.from_numpy(_numpy_tables()[name])
-    if t.is_floating_point():
-        t = t.to(dtype or like.dtype)
-    return t.to(like.device)
+    target = (dtype or like.dtype) if t.is_floating_point() else t.dtype
+    key = (name, like.device, target)
+    cached = _DEVICE_TABLES.get(key)
+    if cached is None:
+        cached = _DEVICE_TABLES[key] = t.to(device=like.device, dtype=target)
+    return cached
 
 
 def _check_aatype(aatype: torch.Tensor, num_restypes: int = 21) -> None:
@@ -287,8 +297,9 @@ def atom37_to_torsion_angles(
     fourth = frames.invert().apply(torsion_pos[..., 3, :])  # [*, N, 7, 3]
     sin_cos = torch.stack([fourth[..., 2], fourth[..., 1]], dim=-1)  # [*, N, 7, 2]
     sin_cos = sin_cos / torch.sqrt((sin_cos * sin_cos).sum(dim=-1, keepdim=True) + 1e-8)
-    psi_sign = sin_cos.new_tensor([1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0])
-    sin_cos = sin_cos * psi_sign[:, None]
+    psi_sign = torch.ones(7, 1, device=sin_cos.device, dtype=sin_cos.dtype)
+    psi_sign[2] = -1.0  # the ψ torsion's sign convention
+    sin_cos = sin_cos * psi_sign
 
     periodic = _table("chi_pi_periodic", pos)[aatype]  # [*, N, 4]
     mirror = torch.cat([torch.ones_like(periodic[..., :3]), 1.0 - 2.0 * periodic], dim=-1)  # [*, N, 7]

@@ -529,6 +529,10 @@ class RuntimeConfig:
         recycle_early_stop_tolerance: stop recycling once the CA distance matrix changes by
             less than this (Å RMS); negative disables.
         seed: seed for feature sampling.
+        cuda_graphs: run each trunk pass as a recorded CUDA graph (inference on CUDA only):
+            ``"auto"`` for sequences up to ``sparkfold.model.alphafold.GRAPH_MAX_LENGTH``
+            residues (where launches, not the GPU, set the speed), ``True`` always, ``False``
+            never. The first forward of a new length runs eagerly and records.
     """
 
     device: str = "cpu"
@@ -538,6 +542,7 @@ class RuntimeConfig:
     num_recycles: int = 3
     recycle_early_stop_tolerance: float = -1.0
     seed: int = 0
+    cuda_graphs: bool | str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "tf32", "bf16"):
@@ -556,6 +561,10 @@ class RuntimeConfig:
             )
         if not isinstance(self.kernels, str) or not self.kernels:
             raise ConfigError("RuntimeConfig.kernels must be 'auto' or a backend name")
+        if self.cuda_graphs not in (True, False, "auto"):
+            raise ConfigError(
+                f"RuntimeConfig.cuda_graphs must be True, False or 'auto', got {self.cuda_graphs!r}"
+            )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"RuntimeConfig.seed must be an integer, got {self.seed!r}")
 

@@ -274,3 +274,20 @@ def test_auto_chunk_size_fused_attention_needs_no_logits():
     with kernels.use_backend("sdpa"):
         assert auto_chunk_size(2048, 1024, "cpu", free_bytes=78 * gib) == auto_chunk_size(
             2048, 1024, "cpu", free_bytes=78 * gib, fused_attention=True)
+
+
+def test_auto_chunk_size_budget_cap():
+    """A cap bounds the chunk budget whatever the free memory (the model passes ~2.5× the
+    pair representation's size), so a large GPU still chunks long sequences."""
+    gib = 1 << 30
+    free = 78 * gib
+    assert auto_chunk_size(1024, 1024, "cpu", bytes_per_element=2, free_bytes=free,
+                           fused_attention=True) is None
+    cap = int(2.5 * 1024 * 1024 * 128 * 2)
+    c = auto_chunk_size(1024, 1024, "cpu", bytes_per_element=2, free_bytes=free,
+                        fused_attention=True, max_budget_bytes=cap)
+    per_entry = 2 * 10 * 256 * 1024
+    assert c is not None and c * per_entry <= cap < 2 * c * per_entry
+    # The cap never raises the budget above the free-memory share.
+    assert auto_chunk_size(4000, 5120, "cpu", free_bytes=1 << 20, min_chunk=4,
+                           max_budget_bytes=1 << 40) == 4

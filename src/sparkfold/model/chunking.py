@@ -186,6 +186,7 @@ def auto_chunk_size(
     min_chunk: int = 1,
     fused_attention: bool | None = None,
     c_m: int = 256,
+    max_budget_bytes: int | None = None,
 ) -> int | None:
     """Pick a chunk size for the trunk from the free memory; ``None`` means "do not chunk".
 
@@ -217,6 +218,9 @@ def auto_chunk_size(
         fused_attention: whether attention runs in a fused kernel; ``None`` asks the kernel
             dispatcher (call it inside ``kernels.use_backend``, as the model does).
         c_m: MSA channels (sizes the projections in the fused case).
+        max_budget_bytes: upper bound of the chunk budget whatever the free memory (the model
+            passes a small multiple of the pair representation's size: chunks stay large
+            enough for efficient kernels, and the peak stays close to the resident state).
     """
     if n_res <= 0 or n_seq <= 0:
         raise ValueError(f"n_res and n_seq must be positive, got {n_res} and {n_seq}")
@@ -236,6 +240,8 @@ def auto_chunk_size(
     per_entry = bytes_per_element * max(attention, n_res * c_hidden_opm * c_hidden_opm)
     largest_axis = max(n_res, n_seq)
     budget = memory_fraction * free_bytes
+    if max_budget_bytes is not None:
+        budget = min(budget, max_budget_bytes)
     if per_entry * largest_axis <= budget:
         return None
     chunk = max(1, int(budget // per_entry))

@@ -262,7 +262,7 @@ class RecyclingEmbedder(nn.Module):
         lower = torch.linspace(
             self.min_bin, self.max_bin, self.num_bins, dtype=torch.float32, device=x.device
         ) ** 2
-        upper = torch.cat([lower[1:], lower.new_tensor([self.inf])])
+        upper = torch.cat([lower[1:], torch.full((1,), self.inf, dtype=lower.dtype, device=lower.device)])
         d = torch.sum((x[..., :, None, :] - x[..., None, :, :]) ** 2, dim=-1, keepdim=True)  # [*, N, N, 1]
         return ((d > lower) & (d < upper)).float()  # [*, N, N, num_bins]
 

@@ -65,15 +65,18 @@ class _MSAAttention(nn.Module):
     ) -> torch.Tensor:
         """Attention along the rows of ``m [*, S, N, C_m]`` (columns when ``transpose``).
 
-        ``transpose=True`` attends over ``S`` for each residue without copying ``m`` to the
-        column layout (the LayerNorm and projections run in ``m``'s layout).
+        ``transpose=True`` attends over ``S`` for each residue; the LayerNorm writes its output
+        in the column layout, and the result is returned as a view in ``m``'s layout.
         """
         if mask is None:
             mask = m.new_ones(m.shape[:-1])
         mask = mask.to(m.dtype)
-        m = self.layer_norm_m(m)
         if transpose:
+            # Column attention runs on a transposed copy made with the LayerNorm's one pass:
+            # attention over strided columns reads scattered rows for every key tile.
+            m = m.transpose(-2, -3)
             mask = mask.transpose(-1, -2)  # [*, N, S]
+        m = self.layer_norm_m(m).contiguous()  # [*, B, K, C_m] in the attended frame
         mask_bias = (self.inf * (mask - 1))[..., :, None, None, :]  # [*, B, 1, 1, K]
         biases = [mask_bias]
         if self.c_z is not None:
@@ -84,12 +87,12 @@ class _MSAAttention(nn.Module):
                                         fn=self.layer_norm_z)  # [*, H, N, N]
             biases.append(aligned_keys(bias).unsqueeze(-4))  # [*, 1, H, N, N]
         if chunk_size is None:
-            return self.mha.self_attention(m, biases, transpose=transpose)
-        m_att = m.transpose(-2, -3) if transpose else m  # [*, B, Q, C_m] (a view)
-        inputs = {"m": m_att, "mask_bias": mask_bias}
-        if len(biases) > 1:
-            inputs["pair_bias"] = biases[1]
-        out = chunk_layer(self._attend, inputs, chunk_size, m.dim() - 2)
+            out = self.mha.self_attention(m, biases)
+        else:
+            inputs = {"m": m, "mask_bias": mask_bias}
+            if len(biases) > 1:
+                inputs["pair_bias"] = biases[1]
+            out = chunk_layer(self._attend, inputs, chunk_size, m.dim() - 2)
         return out.transpose(-2, -3) if transpose else out
 
 

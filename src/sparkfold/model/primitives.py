@@ -218,18 +218,14 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,
         biases: list[torch.Tensor] | tuple[torch.Tensor, ...] = (),
-        transpose: bool = False,
     ) -> torch.Tensor:
-        """Self-attention of ``x [*, A, B, c]`` along ``B`` (``transpose=False``) or along ``A``.
+        """Self-attention of ``x [*, A, B, c]`` along ``B``.
 
-        ``transpose=True`` is attention over the transposed input (each column ``b`` attends
-        over ``a``) without copying ``x`` to the transposed layout: the projections run in
-        ``x``'s layout and the kernels get strided views. Biases broadcast to the logits of
-        the attended frame, ``[*, B, H, A, A]`` when transposed, ``[*, A, H, B, B]`` otherwise.
-        ``x`` needs at least 2 dims (``[Q, c]``: one attention over ``Q`` when not transposed).
+        Biases broadcast to the logits ``[*, A, H, B, B]``. ``x`` needs at least 2 dims
+        (``[Q, c]``: one attention over ``Q``).
 
         Returns:
-            ``[*, A, B, c]`` in ``x``'s frame.
+            ``[*, A, B, c]``.
         """
         h, c = self.num_heads, self.c_hidden
         weights = [self.linear_q.weight, self.linear_k.weight, self.linear_v.weight]
@@ -242,15 +238,10 @@ class Attention(nn.Module):
         parts = F.linear(x, w, bias).unflatten(-1, (len(weights), h, c))  # [*, A, B, P, H, C]
 
         def heads(i: int) -> torch.Tensor:
-            t = parts.select(-3, i)  # [*, A, B, H, C] (strided view)
-            if transpose:
-                return t.movedim(-4, -2)  # [*, B, H, A, C]
-            return t.transpose(-2, -3)  # [*, A, H, B, C]
+            return parts.select(-3, i).transpose(-2, -3)  # [*, A, H, B, C] (strided view)
 
-        if transpose and x.dim() < 3:
-            raise ValueError("self_attention(transpose=True) needs x with at least 3 dims")
-        o = kernels.attention(heads(0), heads(1), heads(2), biases)  # [*, H, Q, C]
-        o = o.movedim(-2, -4) if transpose else o.transpose(-2, -3)  # [*, A, B, H, C]
+        o = kernels.attention(heads(0), heads(1), heads(2), biases)  # [*, A, H, B, C]
+        o = o.transpose(-2, -3)  # [*, A, B, H, C]
         if self.linear_g is not None:
             # The gate (dense in x's frame) goes first so that the product takes its layout.
             o = torch.sigmoid(parts.select(-3, 3)) * o  # [*, A, B, H, C]

@@ -82,7 +82,7 @@ def build_template_pair_feat(
     pb_mask_2d = pb_mask[..., :, None] * pb_mask[..., None, :]  # [*, N, N]
     d2 = torch.sum((pb[..., :, None, :] - pb[..., None, :, :]) ** 2, dim=-1, keepdim=True)  # [*, N, N, 1]
     lower = torch.linspace(min_bin, max_bin, num_bins, dtype=torch.float32, device=pb.device) ** 2
-    upper = torch.cat([lower[1:], lower.new_tensor([inf])])
+    upper = torch.cat([lower[1:], torch.full((1,), inf, dtype=lower.dtype, device=lower.device)])
     dgram = ((d2 > lower) & (d2 < upper)).float()  # [*, N, N, num_bins]
 
     aa = nn.functional.one_hot(aatype, TEMPLATE_AATYPE_CLASSES).float()  # [*, N, 22]

@@ -1,0 +1,88 @@
+"""Trunk passes as recorded CUDA graphs give the eager model's outputs (GPU), and are off on CPU."""
+
+import pytest
+import torch
+from testutil import FIXTURES, load_npz
+from tolerances import MODEL, assert_close_scaled
+
+from sparkfold.config import ConfigError, ModelConfig, RuntimeConfig
+from sparkfold.weights import load_model
+
+
+def _tiny(device: str, precision: str, **runtime):
+    arrays, _ = load_npz(FIXTURES / "model_tiny_notempl.npz")
+    params = {k[6:]: torch.tensor(v) for k, v in arrays.items() if k.startswith("param/")}
+    batch = {k[6:]: torch.tensor(v).to(device) for k, v in arrays.items() if k.startswith("input/")}
+    rt = RuntimeConfig(device=device, precision=precision, **runtime)
+    model = load_model(params, preset=ModelConfig.tiny(templates=False), device=device, runtime=rt)
+    return model, batch
+
+
+def _flat(out, prefix=""):
+    for k, v in out.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}/")
+        elif isinstance(v, torch.Tensor):
+            yield f"{prefix}{k}", v
+
+
+def test_cuda_graphs_setting_is_validated():
+    assert RuntimeConfig(cuda_graphs=False).cuda_graphs is False
+    with pytest.raises(ConfigError, match="cuda_graphs"):
+        RuntimeConfig(cuda_graphs="always")
+
+
+def test_cpu_never_records():
+    model, batch = _tiny("cpu", "fp32", cuda_graphs=True)
+    with torch.no_grad():
+        model(batch)
+    assert model._graphs == {}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_graphed_forward_equals_eager(precision):
+    eager, batch = _tiny("cuda", precision, cuda_graphs=False)
+    graphed, _ = _tiny("cuda", precision, cuda_graphs=True)
+    with torch.inference_mode():
+        ref = eager(batch)
+        first = graphed(batch)  # pass 0 eager on a side stream + recording, passes 1-3 replayed
+        assert len(graphed._graphs) == 1
+        second = graphed(batch)  # every pass replayed
+        third = graphed(batch)
+    level = MODEL if precision == "fp32" else (1e-2, 1e-2)
+    for out in (first, second):
+        for name, value in _flat(ref):
+            assert_close_scaled(dict(_flat(out))[name], value, level=level, name=name)
+    # The returned tensors are copies: a later forward does not overwrite them.
+    for name, value in _flat(second):
+        assert torch.equal(value, dict(_flat(third))[name]), name
+
+
+@pytest.mark.gpu
+def test_new_length_records_again_and_release():
+    model, batch = _tiny("cuda", "bf16", cuda_graphs=True)
+    # Fewer extra-MSA rows: another input shape, so another recording.
+    short = {k: v[:3] if k.startswith("extra_") else v for k, v in batch.items()}
+    with torch.inference_mode():
+        model(batch)
+        key = next(iter(model._graphs))
+        model(batch)
+        assert next(iter(model._graphs)) == key
+    model.set_runtime(RuntimeConfig(device="cuda", precision="bf16", cuda_graphs=True))
+    assert model._graphs == {}
+    with torch.inference_mode():
+        out = model(short)
+    assert len(model._graphs) == 1 and next(iter(model._graphs)) != key
+    assert torch.isfinite(out["final_atom_positions"]).all()
+
+
+@pytest.mark.gpu
+def test_early_stop_with_graphs():
+    model, batch = _tiny("cuda", "fp32", cuda_graphs=True, recycle_early_stop_tolerance=1e6)
+    with torch.inference_mode():
+        assert int(model(batch)["num_recycles"]) == 2
+        assert int(model(batch)["num_recycles"]) == 2
+    model.set_runtime(RuntimeConfig(device="cuda", cuda_graphs=True, recycle_early_stop_tolerance=0.0))
+    with torch.inference_mode():
+        assert int(model(batch)["num_recycles"]) == 4

@@ -1,0 +1,162 @@
+"""The Triton attention kernel against the reference backend, fp32 and bf16.
+
+On the CPU the kernel runs in Triton's interpreter (``TRITON_INTERPRET=1``; skipped when Triton
+is not installed); on a GPU (marked) it is compiled for the device.
+"""
+
+import pytest
+import torch
+from attention_cases import attention_cases, mask_bias
+from tolerances import BF16_MODULE, MODULE, assert_close_scaled
+
+from sparkfold.model import kernels
+from sparkfold.model.kernels import reference
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture
+def triton_on(request):
+    """Triton importable; on the CPU, its interpreter on (tests/conftest.py, machines without
+    a GPU: it must be set before Triton is imported)."""
+    pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
+    from sparkfold.model.kernels.triton_attention import interpreting
+
+    device = request.node.callspec.params.get("device", "cpu")
+    if device == "cpu" and not interpreting():
+        pytest.skip("the CPU case runs under TRITON_INTERPRET=1, set only without a GPU")
+    kernels._RESOLVED.clear()  # the dispatch cache keys on the backend, not the interpreter
+    yield device
+    kernels._RESOLVED.clear()
+
+
+def _used_backend(device, dtype):
+    fn = kernels._resolve("attention", dtype, torch.device(device))
+    return fn.__module__.rsplit(".", 1)[-1]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fp32_matches_reference(triton_on, device):
+    gen = torch.Generator().manual_seed(11)
+    with kernels.use_backend("triton"):
+        assert _used_backend(device, torch.float32) == "triton_attention"
+        for name, q, k, v, biases in attention_cases(device, torch.float32, gen):
+            out = kernels.attention(q, k, v, biases)
+            ref = reference.attention(q, k, v, biases)
+            assert out.shape == ref.shape, name
+            assert torch.isfinite(out).all(), name
+            assert_close_scaled(out, ref, level=MODULE, name=name)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_half_precision_close_to_fp32_reference(triton_on, device):
+    """bf16 on the GPU; fp16 on the CPU (Triton's interpreter has no bf16 conversions), with
+    fp32 biases there (AF2's -1e9 mask bias is -inf in fp16; the kernel reads any bias dtype)."""
+    gen = torch.Generator().manual_seed(12)
+    half = torch.bfloat16 if device == "cuda" else torch.float16
+    with kernels.use_backend("triton"):
+        for name, q, k, v, biases in attention_cases(device, torch.float32, gen):
+            ref = reference.attention(q, k, v, biases)
+            bf = [t.to(half) for t in (q, k, v)]
+            bb = [b.to(half if device == "cuda" else torch.float32) for b in biases]
+            out = kernels.attention(*bf, bb)
+            ref_bf16 = reference.attention(*bf, bb)
+            assert out.dtype == half, name
+            assert_close_scaled(out, ref, level=BF16_MODULE, name=name)
+            # fp32 logits inside: never worse than the reference backend's own bf16 error.
+            err = (out.float() - ref).abs().mean()
+            err_ref = (ref_bf16.float() - ref).abs().mean()
+            assert err <= 1.5 * err_ref + 1e-3, f"{name}: {err:.2e} vs reference bf16 {err_ref:.2e}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fully_masked_row_is_uniform(triton_on, device):
+    gen = torch.Generator().manual_seed(13)
+    q, k, v = (torch.randn(2, 4, 9, 32, generator=gen).to(device) for _ in range(3))
+    mask = torch.ones(2, 9, device=device)
+    mask[0] = 0.0
+    biases = [mask_bias(mask)[:, None, None, :], torch.randn(1, 4, 9, 9, generator=gen).to(device)]
+    with kernels.use_backend("triton"):
+        out = kernels.attention(q, k, v, biases)
+    assert_close_scaled(out, reference.attention(q, k, v, biases), level=MODULE, name="masked")
+    uniform = v[0].mean(dim=-2, keepdim=True).expand_as(out[0])
+    assert_close_scaled(out[0], uniform, level=MODULE, name="masked row")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_strided_views_and_long_keys(triton_on, device):
+    """The layouts the model hands over: q/k/v as strided views of one fused projection
+    (transposed for column/ending attention), a key-aligned pair bias broadcast over rows,
+    more keys than one block and a query count that is not a multiple of the block."""
+    gen = torch.Generator().manual_seed(14)
+    a, b, h, c = 3, 150, 2, 32
+    parts = torch.randn(a, b, 4, h, c, generator=gen).to(device)  # [A, B, P, H, C]
+    pair = torch.randn(h, b, b + 6, generator=gen).to(device)[..., :b]  # key-aligned view
+    mask = (torch.rand(a, b, generator=gen) > 0.2).float().to(device)
+    for transpose in (False, True):
+        def heads(i):
+            t = parts.select(-3, i)
+            return t.movedim(-4, -2) if transpose else t.transpose(-2, -3)
+
+        q, k, v = heads(0), heads(1), heads(2)
+        if transpose:
+            biases = [mask_bias(mask.t())[:, None, None, :]]  # [B, 1, 1, A]
+        else:
+            biases = [mask_bias(mask)[:, None, None, :], pair[None]]  # [A,1,1,B], [1,H,B,B]
+        with kernels.use_backend("triton"):
+            out = kernels.attention(q, k, v, biases)
+        ref = reference.attention(q, k, v, biases)
+        assert_close_scaled(out, ref, level=MODULE, name=f"transpose={transpose}")
+        # The output is laid out [*, Q, H, C] underneath: the gate product reads it densely.
+        assert out.transpose(-2, -3).is_contiguous()
+
+
+def test_head_dim_limit_is_named():
+    pytest.importorskip("triton")
+    from sparkfold.model.kernels import triton_attention
+
+    q = torch.randn(1, 1, 4, 160)
+    with pytest.raises(ValueError, match="head dims up to 128"):
+        triton_attention.attention(q, q, q, [])
+
+
+def test_auto_keeps_fp32_and_cpu_on_the_reference():
+    pytest.importorskip("triton")
+    from sparkfold.model.kernels import triton_backend
+
+    kernels._RESOLVED.clear()
+    try:
+        with kernels.use_backend("auto"):
+            assert not triton_backend.supports("attention", torch.float32, torch.device("cuda"))
+            assert triton_backend.supports("attention", torch.bfloat16, torch.device("cuda"))
+            # The interpreter is for tests: auto never sends CPU work to it.
+            assert not triton_backend.supports("attention", torch.bfloat16, torch.device("cpu"))
+            assert _used_backend("cpu", torch.bfloat16) == "reference"
+    finally:
+        kernels._RESOLVED.clear()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gpu_trunk_sizes_and_no_materialised_bias(dtype):
+    """Triangle-attention sized call on the GPU: correct, and no [B, H, Q, K] buffer."""
+    pytest.importorskip("triton")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    gen = torch.Generator().manual_seed(15)
+    n, h, c = 256, 4, 32
+    q, k, v = (torch.randn(n, h, n, c, generator=gen).cuda().to(dtype) for _ in range(3))
+    mask = (torch.rand(n, n, generator=gen) > 0.1).float().cuda()
+    biases = [mask_bias(mask).to(dtype)[:, None, None, :],
+              torch.randn(1, h, n, n, generator=gen).cuda().to(dtype)]
+    ref = reference.attention(q.float(), k.float(), v.float(), [b.float() for b in biases])
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    with kernels.use_backend("triton"):
+        out = kernels.attention(q, k, v, biases)
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base
+    assert extra <= out.numel() * out.element_size() + (1 << 20), f"{extra} bytes extra"
+    level = MODULE if dtype == torch.float32 else BF16_MODULE
+    assert_close_scaled(out, ref, level=level, name=str(dtype))
