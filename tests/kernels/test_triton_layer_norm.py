@@ -53,3 +53,24 @@ def test_opcheck():
     b = torch.randn(128, device="cuda", dtype=torch.bfloat16)
     torch.library.opcheck(_layer_norm_op, (x, w, b, 1e-5),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("shape", [(33, 20, 128), (1, 17, 9, 64), (3, 5, 7, 256)])
+def test_contiguous_rows_and_transposed_layer_norm(shape):
+    """Transposed views (the column/ending-node layout) are read in place, not copied first."""
+    _triton_ok()
+    gen = torch.Generator().manual_seed(len(shape))
+    base = torch.randn(*shape, generator=gen).cuda().bfloat16()
+    view = base.transpose(-2, -3)
+    with kernels.use_backend("triton"):
+        dense = kernels.contiguous(view)
+        assert dense.is_contiguous() and torch.equal(dense, view.contiguous())
+        assert kernels.contiguous(base) is base
+        odd = base[..., ::2, :, :]  # a view the two-level addressing cannot merge
+        assert torch.equal(kernels.contiguous(odd.transpose(-2, -3)), odd.transpose(-2, -3).contiguous())
+        w = torch.randn(shape[-1], generator=gen).cuda().bfloat16()
+        b = torch.randn(shape[-1], generator=gen).cuda().bfloat16()
+        out = kernels.layer_norm(view, w, b)
+    assert out.is_contiguous()
+    ref = reference.layer_norm(view.float(), w.float(), b.float())
+    assert_close_scaled(out, ref, level=BF16_MODULE, name=str(shape))

@@ -42,11 +42,12 @@ __all__ = ["GRAPH_MAX_LENGTH", "TRUNK_MODULES", "AlphaFold", "precision_context"
 GRAPH_MAX_LENGTH = 512
 
 #: ``chunk_size="auto"`` grants one chunk's intermediates at most this multiple of the pair
-#: representation's size (never less than the floor), however much memory is free: measured on
-#: an H100 at N = 1024 (bf16), chunks of 64-256 rows cost ~3 % of the time and cut the peak from
-#: 6.9 to 3.9 GiB (benchmarks/RESULTS.md §3).
-CHUNK_BUDGET_PAIR_MULTIPLE = 2.5
-CHUNK_BUDGET_FLOOR = 256 << 20
+#: representation's size (never less than the floor), however much memory is free: long
+#: sequences are chunked even on a large GPU, in chunks large enough for efficient kernels
+#: (128 rows at N = 1024, bf16), which keeps the peak close to the resident state
+#: (benchmarks/RESULTS.md §3); short ones (≤ 256 residues with 512 clusters) run whole.
+CHUNK_BUDGET_PAIR_MULTIPLE = 4.0
+CHUNK_BUDGET_FLOOR = 1 << 30
 
 #: Submodules that run in the trunk dtype (bf16 under ``precision="bf16"``).
 TRUNK_MODULES = ("input_embedder", "recycling_embedder", "template_embedder",

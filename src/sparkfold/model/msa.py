@@ -76,7 +76,7 @@ class _MSAAttention(nn.Module):
             # attention over strided columns reads scattered rows for every key tile.
             m = m.transpose(-2, -3)
             mask = mask.transpose(-1, -2)  # [*, N, S]
-        m = self.layer_norm_m(m).contiguous()  # [*, B, K, C_m] in the attended frame
+        m = kernels.contiguous(self.layer_norm_m(m))  # [*, B, K, C_m] in the attended frame
         mask_bias = (self.inf * (mask - 1))[..., :, None, None, :]  # [*, B, 1, 1, K]
         biases = [mask_bias]
         if self.c_z is not None:
@@ -93,7 +93,7 @@ class _MSAAttention(nn.Module):
             if len(biases) > 1:
                 inputs["pair_bias"] = biases[1]
             out = chunk_layer(self._attend, inputs, chunk_size, m.dim() - 2)
-        return out.transpose(-2, -3) if transpose else out
+        return kernels.contiguous(out.transpose(-2, -3)) if transpose else out
 
 
 class MSARowAttentionWithPairBias(_MSAAttention):

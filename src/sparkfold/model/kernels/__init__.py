@@ -11,6 +11,8 @@ Operations:
   ``softmax(q·kᵀ·scale + Σ biases) · v`` over the key axis.
 * :func:`triangle_multiplication` — the contraction of AF2 Alg. 11/12 over the shared node.
 * :func:`layer_norm` — LayerNorm with fp32 statistics.
+* :func:`contiguous` — a dense copy of a view whose channel axis is unit-stride (e.g. the
+  transposed pair), the layout change around column and ending-node attention.
 """
 
 import contextlib
@@ -33,6 +35,7 @@ __all__ = [
     "attention",
     "triangle_multiplication",
     "layer_norm",
+    "contiguous",
 ]
 
 
@@ -192,3 +195,11 @@ def layer_norm(
     """LayerNorm over the last axis with fp32 statistics; output in ``x``'s dtype."""
     fn = _resolve("layer_norm", x.dtype, x.device, shape=x.shape)
     return fn(x, weight, bias, eps)
+
+
+def contiguous(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a dense tensor (``x`` itself when already dense); values unchanged."""
+    if x.is_contiguous():
+        return x
+    fn = _resolve("contiguous", x.dtype, x.device)
+    return fn(x)

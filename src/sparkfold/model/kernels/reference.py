@@ -52,3 +52,8 @@ def layer_norm(x, weight, bias, eps=1e-5):
         bias.float() if bias is not None else None, eps,
     )
     return out.to(x.dtype)
+
+
+def contiguous(x):
+    """A dense copy (PyTorch's strided copy)."""
+    return x.contiguous()

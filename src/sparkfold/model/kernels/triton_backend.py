@@ -2,7 +2,8 @@
 
 * ``attention``: softmax attention with the key-mask and pair biases fused into one
   flash-attention-style kernel (``triton_attention``);
-* ``layer_norm``: one read, one write, fp32 statistics (``triton_layer_norm``);
+* ``layer_norm``: one read, one write, fp32 statistics, reading transposed views in place
+  (``triton_layer_norm``); ``contiguous``: the same row addressing as a dense copy;
 * ``triangle_multiplication``: Triton layout transposes around cuBLAS GEMMs
   (``triton_triangle``).
 
@@ -16,10 +17,16 @@ import torch
 
 from sparkfold.model import kernels as _kernels
 from sparkfold.model.kernels.triton_attention import attention, interpreting
-from sparkfold.model.kernels.triton_layer_norm import _MAX_C, layer_norm, triton_importable
+from sparkfold.model.kernels.triton_layer_norm import (
+    _MAX_C,
+    contiguous,
+    layer_norm,
+    triton_importable,
+)
 from sparkfold.model.kernels.triton_triangle import triangle_multiplication
 
-__all__ = ["attention", "is_available", "layer_norm", "supports", "triangle_multiplication"]
+__all__ = ["attention", "contiguous", "is_available", "layer_norm", "supports",
+           "triangle_multiplication"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -33,13 +40,13 @@ def is_available() -> bool:
 
 
 def supports(op: str, dtype: torch.dtype, device: torch.device, **info) -> bool:
-    """Attention, LayerNorm (≤ 8192 channels) and triangle multiplication on CUDA.
+    """Attention, LayerNorm (≤ 8192 channels), row copies and triangle multiplication on CUDA.
 
     bf16/fp16 always; fp32 only when ``kernels="triton"`` is explicit (under ``auto`` the fp32
     path stays exactly the reference). On the CPU only attention, only when explicit and only
     under Triton's interpreter (the CPU tests of the kernel).
     """
-    if op not in ("attention", "layer_norm", "triangle_multiplication"):
+    if op not in ("attention", "layer_norm", "triangle_multiplication", "contiguous"):
         return False
     explicit = _kernels.current_backend() == "triton"
     if device.type != "cuda":
