@@ -291,3 +291,17 @@ def test_auto_chunk_size_budget_cap():
     # The cap never raises the budget above the free-memory share.
     assert auto_chunk_size(4000, 5120, "cpu", free_bytes=1 << 20, min_chunk=4,
                            max_budget_bytes=1 << 40) == 4
+
+
+def test_fp32_linear_slices_match_full_upcast():
+    from sparkfold.model.primitives import Linear, fp32_linear
+
+    torch.manual_seed(0)
+    lin = Linear(16, 5)
+    x = torch.randn(7, 9, 16).bfloat16()
+    ref = lin(x.float())
+    out = fp32_linear(lin, x, slice_bytes=4 * 16 * 10)  # 10 rows per slice: 7 slices
+    assert out.dtype == torch.float32 and out.shape == (7, 9, 5)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    x32 = x.float()
+    assert torch.equal(fp32_linear(lin, x32), lin(x32))  # fp32 input: the plain call

@@ -9,7 +9,8 @@ Precision (``RuntimeConfig.precision``):
 * ``fp32``: true fp32; TF32 matmuls are switched off inside ``forward`` (and restored after).
 * ``tf32``: TF32 matmuls inside ``forward`` only (as OpenFold's inference script runs).
 * ``bf16``: the trunk (embedders, template/extra-MSA/Evoformer stacks) holds bf16 weights and
-  activations; the structure module and the heads run in fp32 on fp32 copies of its outputs.
+  activations; the structure module runs in fp32 on fp32 copies of its outputs, and the pair
+  and MSA heads compute in fp32 from slices of them upcast one at a time.
 """
 
 import contextlib
@@ -248,10 +249,10 @@ class AlphaFold(nn.Module):
         if graph is not None:
             outputs = clone_outputs(outputs)  # out of the graph's memory before the next replay
         outputs["num_recycles"] = torch.tensor(done, device=batch["aatype"].device)
-        heads_in = {
+        heads_in = {  # the pair and MSA heads upcast their inputs to fp32 slice by slice
             "sm": outputs["sm"],
-            "pair": outputs["pair"].float(),
-            "msa": outputs["msa"].float(),
+            "pair": outputs["pair"],
+            "msa": outputs["msa"],
             "single": outputs["single"].float(),
         }
         outputs.update(self.aux_heads(heads_in))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sparkfold.model.confidence import compute_plddt, compute_predicted_aligned_error, compute_tm
-from sparkfold.model.primitives import LayerNorm, Linear
+from sparkfold.model.primitives import LayerNorm, Linear, fp32_linear
 
 __all__ = [
     "AuxiliaryHeads",
@@ -55,7 +55,7 @@ class DistogramHead(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``z [*, N, N, c_z]`` → logits ``[*, N, N, num_bins]``."""
-        logits = self.linear(z)
+        logits = fp32_linear(self.linear, z)
         return logits + logits.transpose(-2, -3)
 
 
@@ -72,7 +72,7 @@ class MaskedMSAHead(nn.Module):
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
         """``m [*, S, N, c_m]`` → logits ``[*, S, N, c_out]``."""
-        return self.linear(m)
+        return fp32_linear(self.linear, m)
 
 
 class ExperimentallyResolvedHead(nn.Module):
@@ -103,7 +103,7 @@ class TMScoreHead(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``z [*, N, N, c_z]`` → logits ``[*, N, N, num_bins]``."""
-        return self.linear(z)
+        return fp32_linear(self.linear, z)
 
 
 class AuxiliaryHeads(nn.Module):

@@ -75,7 +75,7 @@ class _MSAAttention(nn.Module):
             # Column attention runs on a transposed copy made with the LayerNorm's one pass:
             # attention over strided columns reads scattered rows for every key tile.
             m = m.transpose(-2, -3)
-            mask = mask.transpose(-1, -2)  # [*, N, S]
+            mask = mask.transpose(-1, -2).contiguous()  # [*, N, S], read densely by the kernels
         m = kernels.contiguous(self.layer_norm_m(m))  # [*, B, K, C_m] in the attended frame
         mask_bias = (self.inf * (mask - 1))[..., :, None, None, :]  # [*, B, 1, 1, K]
         biases = [mask_bias]

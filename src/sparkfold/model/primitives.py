@@ -168,6 +168,31 @@ def linear_channel_first(
     return out.reshape(*batch, *out.shape[1:])
 
 
+def fp32_linear(linear: nn.Linear, x: torch.Tensor, slice_bytes: int = 64 << 20) -> torch.Tensor:
+    """``linear(x.float())`` in fp32, upcasting ``x`` in row slices of at most ``slice_bytes``
+    so that a full fp32 copy of a bf16 ``x`` (e.g. the pair representation) never exists.
+    An fp32 ``x`` goes through ``linear`` as it is.
+
+    Args:
+        linear: an fp32 ``nn.Linear``.
+        x: ``[*, C]`` in any float dtype.
+
+    Returns:
+        ``[*, O]`` float32.
+    """
+    if x.dtype == torch.float32:
+        return linear(x)
+    c = x.shape[-1]
+    x2 = x.reshape(-1, c)
+    step = max(1, slice_bytes // (4 * max(1, c)))
+    if x2.shape[0] <= step:
+        return linear(x2.float()).reshape(*x.shape[:-1], -1)
+    out = x2.new_empty((x2.shape[0], linear.out_features), dtype=torch.float32)
+    for i in range(0, x2.shape[0], step):
+        out[i:i + step] = linear(x2[i:i + step].float())
+    return out.reshape(*x.shape[:-1], -1)
+
+
 class Attention(nn.Module):
     """Multi-head attention with additive biases and optional sigmoid gating.
 
