@@ -371,3 +371,18 @@ def test_selftest_full_size_on_gpu():
     failed = {r.name: r.detail for r in results if r.status == "failed"}
     assert not failed
     assert [r.name for r in results] == ["kernels", "model", "outputs", "relax"]
+
+
+def test_cuda_graphs_option_reaches_the_runtime():
+    from sparkfold.runner.options import ModelSpec, PredictError, PredictOptions
+
+    spec = ModelSpec(3, "tiny_notempl", "random", "m3")
+    for flag, expected in (("auto", "auto"), ("on", True), ("off", False)):
+        options = PredictOptions(msa="single", weights="random", model_config="tiny",
+                                 device="cpu", cuda_graphs=flag, log_file=False)
+        predictor = predict_mod.Predictor(options, models=[spec], device="cpu")
+        assert predictor.runtime(spec).cuda_graphs == expected
+    with pytest.raises(PredictError, match="cuda_graphs"):
+        PredictOptions(cuda_graphs="always")
+    args = cli.build_parser().parse_args(["predict", "x.fasta", "--out", "o", "--cuda-graphs", "off"])
+    assert args.cuda_graphs == "off"

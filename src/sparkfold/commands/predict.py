@@ -156,6 +156,13 @@ def register(subparsers) -> None:
         metavar="{auto,none,N}",
         help="attention chunking to save memory (default: auto, from free memory)",
     )
+    g.add_argument(
+        "--cuda-graphs",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="record each trunk pass as a CUDA graph and replay it: auto does so up to 512 "
+        "residues, where kernel launches, not the GPU, set the speed (default: auto)",
+    )
     g = parser.add_argument_group("outputs")
     g.add_argument(
         "--output-format",
@@ -221,6 +228,7 @@ def options_from_args(args: argparse.Namespace):
         precision=args.precision,
         kernels=args.kernels,
         chunk_size=args.chunk_size,
+        cuda_graphs=args.cuda_graphs,
         output_format=args.output_format or "auto",
         rank_by=args.rank_by,
         overwrite=args.overwrite,

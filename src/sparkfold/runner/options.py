@@ -19,6 +19,7 @@ from sparkfold.runner.targets import Target
 __all__ = [
     "MSA_MODES",
     "OUTPUT_FORMATS",
+    "CUDA_GRAPHS",
     "PRECISIONS",
     "RANK_BY",
     "RELAX_MODES",
@@ -41,6 +42,7 @@ MSA_MODES = ("auto", "local", "server", "single")
 RELAX_MODES = ("auto", "none", "best", "all")
 OUTPUT_FORMATS = ("auto", "pdb", "mmcif", "both")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+CUDA_GRAPHS = ("auto", "on", "off")
 RANK_BY = ("plddt", "ptm")
 #: Named weight sources; anything else is a path (file or folder).
 WEIGHT_SOURCES = ("openfold", "alphafold", "random")
@@ -80,6 +82,8 @@ class PredictOptions:
         precision: ``auto`` (bf16 on a CUDA GPU that supports it, else fp32), ``fp32``, ``tf32``
             or ``bf16``.
         kernels, chunk_size: :class:`sparkfold.config.RuntimeConfig` settings.
+        cuda_graphs: ``auto`` (record trunk passes as CUDA graphs for short sequences),
+            ``on`` or ``off`` (``RuntimeConfig.cuda_graphs``).
         output_format: ``auto`` (PDB and mmCIF when ``modelcif`` is installed, else PDB),
             ``pdb``, ``mmcif`` or ``both``.
         rank_by: ``plddt`` (mean pLDDT) or ``ptm``.
@@ -105,6 +109,7 @@ class PredictOptions:
     precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"
     kernels: str = "auto"
     chunk_size: int | str | None = "auto"
+    cuda_graphs: Literal["auto", "on", "off"] = "auto"
     output_format: Literal["auto", "pdb", "mmcif", "both"] = "auto"
     rank_by: Literal["plddt", "ptm"] = "plddt"
     overwrite: bool = False
@@ -118,6 +123,7 @@ class PredictOptions:
             ("msa", MSA_MODES),
             ("relax", RELAX_MODES),
             ("precision", PRECISIONS),
+            ("cuda_graphs", CUDA_GRAPHS),
             ("output_format", OUTPUT_FORMATS),
             ("rank_by", RANK_BY),
         ):

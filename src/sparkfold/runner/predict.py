@@ -170,6 +170,7 @@ class Predictor:
             precision=self.precision,
             kernels=self.options.kernels,
             chunk_size=self.options.chunk_size,
+            cuda_graphs={"on": True, "off": False}.get(self.options.cuda_graphs, "auto"),
             num_recycles=self.options.num_recycles,
             recycle_early_stop_tolerance=tolerance,
             seed=seed,
