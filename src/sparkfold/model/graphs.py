@@ -85,7 +85,9 @@ class PassGraph:
             result = self.fn(self.feats, self.prev)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: other threads (several inference workers sharing one GPU in one
+        # process) keep launching work while this one records.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self.out = self.fn(self.feats, self.prev)
         self.graph = graph
         return result
