@@ -253,3 +253,13 @@ def test_local_backend_two_workers_share_one_gpu(tmp_path):
     assert report.workers and all(w.device.startswith("cuda") for w in report.workers)
     full = run_batch(inp, tmp_path / "out1", tiny_options(device="auto"), num_workers=1)
     assert report.workers[0].max_length < full.workers[0].max_length  # half the memory each
+
+
+def test_worker_threads_sharing_a_gpu_run_without_cuda_graphs(tmp_path):
+    from sparkfold.runner.ray_backend import LocalBackend
+
+    options = tiny_options(cuda_graphs="on")
+    backend = LocalBackend(options, [], tmp_path, ["cuda:0", "cuda:0", "cuda:1", "cpu", "cpu"])
+    assert backend.worker_options("cuda:0").cuda_graphs == "off"
+    assert backend.worker_options("cuda:1").cuda_graphs == "on"
+    assert backend.worker_options("cpu") is options

@@ -83,7 +83,8 @@ class PredictOptions:
             or ``bf16``.
         kernels, chunk_size: :class:`sparkfold.config.RuntimeConfig` settings.
         cuda_graphs: ``auto`` (record trunk passes as CUDA graphs for short sequences),
-            ``on`` or ``off`` (``RuntimeConfig.cuda_graphs``).
+            ``on`` or ``off`` (``RuntimeConfig.cuda_graphs``). Worker threads that share one
+            GPU (``--workers-per-gpu`` > 1 without Ray) always run with graphs off.
         output_format: ``auto`` (PDB and mmCIF when ``modelcif`` is installed, else PDB),
             ``pdb``, ``mmcif`` or ``both``.
         rank_by: ``plddt`` (mean pLDDT) or ``ptm``.

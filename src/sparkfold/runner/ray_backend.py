@@ -253,10 +253,18 @@ class LocalBackend:
             ids.append(worker_id)
         return ids
 
+    def worker_options(self, device: str) -> PredictOptions:
+        """The options of a worker on ``device``: CUDA graphs off when several worker threads
+        share that GPU (recording a graph forbids work on the device's default stream from
+        any other thread of the process)."""
+        if device.startswith("cuda") and self.devices.count(device) > 1:
+            return dataclasses.replace(self.options, cuda_graphs="off")
+        return self.options
+
     def _serve(self, worker_id: str, device: str) -> None:
         try:
             worker = InferenceWorker(
-                worker_id, self.options, self.models, device, self.share, self.hook,
+                worker_id, self.worker_options(device), self.models, device, self.share, self.hook,
                 node=f"{socket.gethostname()} (this process)",
             )
         except Exception as exc:  # reported: the batch goes on without this worker
