@@ -214,24 +214,21 @@ def run_length(model, config, n: int, args, device) -> dict:
             row["all_seconds"] = times
             if device.type == "cuda" and times:
                 row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-            graphs_setting = model.runtime.cuda_graphs
-            if (args.memory or args.breakdown) and device.type == "cuda":
+            recorders = {"memory": ModuleMemory, "breakdown": ModuleTimer}
+            wanted = [k for k in recorders if getattr(args, k)] if device.type == "cuda" else []
+            if wanted:
                 # Hooks (events, synchronisation) cannot run inside a recorded graph.
+                graphs_setting = model.runtime.cuda_graphs
                 model.set_runtime(dataclasses.replace(model.runtime, cuda_graphs=False))
-            if args.memory and device.type == "cuda":
-                mem = ModuleMemory(model)
-                out = model(batch)
-                del out
-                row["memory"] = mem.results()
-                mem.remove()
-                print(json.dumps({"n": n, "memory_by_module": row["memory"]}), flush=True)
-            if args.breakdown and device.type == "cuda":
-                timer = ModuleTimer(model)
-                out = model(batch)
-                del out
-                row["breakdown"] = timer.results()
-                timer.remove()
-            model.set_runtime(dataclasses.replace(model.runtime, cuda_graphs=graphs_setting))
+                for key in wanted:
+                    recorder = recorders[key](model)
+                    out = model(batch)
+                    del out
+                    row[key] = recorder.results()
+                    recorder.remove()
+                    if key == "memory":
+                        print(json.dumps({"n": n, "memory_by_module": row["memory"]}), flush=True)
+                model.set_runtime(dataclasses.replace(model.runtime, cuda_graphs=graphs_setting))
     except torch.cuda.OutOfMemoryError as exc:
         row["error"] = f"OOM: {str(exc).splitlines()[0][:160]}"
     del batch

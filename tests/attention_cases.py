@@ -35,3 +35,63 @@ def attention_cases(device, dtype, gen):
         ("full_bias", rnd(3, h, n, c), rnd(3, h, n, c), rnd(3, h, n, c), [rnd(3, h, n, n)]),
     ]
     return cases
+
+
+def check_fp32_matches_reference(backend: str, device: str, seed: int) -> None:
+    """Every trunk attention case through ``backend`` in fp32 against the reference."""
+    from tolerances import MODULE, assert_close_scaled
+
+    from sparkfold.model import kernels
+    from sparkfold.model.kernels import reference
+
+    gen = torch.Generator().manual_seed(seed)
+    with kernels.use_backend(backend):
+        for name, q, k, v, biases in attention_cases(device, torch.float32, gen):
+            out = kernels.attention(q, k, v, biases)
+            ref = reference.attention(q, k, v, biases)
+            assert out.shape == ref.shape, name
+            assert torch.isfinite(out).all(), name
+            assert_close_scaled(out, ref, level=MODULE, name=name)
+
+
+def check_half_close_to_fp32(backend: str, device: str, seed: int, half=torch.bfloat16,
+                             bias_dtype=None) -> None:
+    """Every case in ``half`` through ``backend``: within the bf16 module tolerance of the fp32
+    reference, and never much worse than the reference backend's own error in ``half``."""
+    from tolerances import BF16_MODULE, assert_close_scaled
+
+    from sparkfold.model import kernels
+    from sparkfold.model.kernels import reference
+
+    gen = torch.Generator().manual_seed(seed)
+    with kernels.use_backend(backend):
+        for name, q, k, v, biases in attention_cases(device, torch.float32, gen):
+            ref = reference.attention(q, k, v, biases)
+            hq = [t.to(half) for t in (q, k, v)]
+            hb = [b.to(bias_dtype or half) for b in biases]
+            out = kernels.attention(*hq, hb)
+            ref_half = reference.attention(*hq, hb)
+            assert out.dtype == half, name
+            assert_close_scaled(out, ref, level=BF16_MODULE, name=name)
+            err = (out.float() - ref).abs().mean()
+            err_ref = (ref_half.float() - ref).abs().mean()
+            assert err <= 1.5 * err_ref + 1e-3, f"{name}: {err:.2e} vs reference {err_ref:.2e}"
+
+
+def check_fully_masked_row_is_uniform(backend: str, device: str, seed: int) -> None:
+    """A row whose keys are all masked averages v uniformly, as the reference does."""
+    from tolerances import MODULE, assert_close_scaled
+
+    from sparkfold.model import kernels
+    from sparkfold.model.kernels import reference
+
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, 4, 9, 32, generator=gen).to(device) for _ in range(3))
+    mask = torch.ones(2, 9, device=device)
+    mask[0] = 0.0
+    biases = [mask_bias(mask)[:, None, None, :], torch.randn(1, 4, 9, 9, generator=gen).to(device)]
+    with kernels.use_backend(backend):
+        out = kernels.attention(q, k, v, biases)
+    assert_close_scaled(out, reference.attention(q, k, v, biases), level=MODULE, name="masked")
+    uniform = v[0].mean(dim=-2, keepdim=True).expand_as(out[0])
+    assert_close_scaled(out[0], uniform, level=MODULE, name="masked row")

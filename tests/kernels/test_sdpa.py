@@ -2,7 +2,11 @@
 
 import pytest
 import torch
-from attention_cases import attention_cases as _cases
+from attention_cases import (
+    check_fp32_matches_reference,
+    check_fully_masked_row_is_uniform,
+    check_half_close_to_fp32,
+)
 from attention_cases import mask_bias as _mask_bias
 from tolerances import BF16_MODULE, MODULE, assert_close_scaled
 
@@ -14,46 +18,18 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_attention_fp32_matches_reference(device):
-    gen = torch.Generator().manual_seed(1)
-    with kernels.use_backend("sdpa"):
-        for name, q, k, v, biases in _cases(device, torch.float32, gen):
-            out = kernels.attention(q, k, v, biases)
-            ref = reference.attention(q, k, v, biases)
-            assert out.shape == ref.shape, name
-            assert torch.isfinite(out).all(), name
-            assert_close_scaled(out, ref, level=MODULE, name=name)
+    check_fp32_matches_reference("sdpa", device, seed=1)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_attention_bf16_close_to_fp32_reference(device):
-    gen = torch.Generator().manual_seed(2)
-    with kernels.use_backend("sdpa"):
-        for name, q, k, v, biases in _cases(device, torch.float32, gen):
-            ref = reference.attention(q, k, v, biases)
-            bf = [t.bfloat16() for t in (q, k, v)]
-            bb = [b.bfloat16() for b in biases]
-            out = kernels.attention(*bf, bb)
-            ref_bf16 = reference.attention(*bf, bb)
-            assert out.dtype == torch.bfloat16, name
-            assert_close_scaled(out, ref, level=BF16_MODULE, name=name)
-            # Never worse than the reference backend's own bf16 error (fp32 softmax inside).
-            err = (out.float() - ref).abs().mean()
-            err_ref = (ref_bf16.float() - ref).abs().mean()
-            assert err <= 1.5 * err_ref + 1e-3, f"{name}: {err:.2e} vs reference bf16 {err_ref:.2e}"
+    # fp32 softmax inside: never worse than the reference backend's own bf16 error.
+    check_half_close_to_fp32("sdpa", device, seed=2)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_fully_masked_row_is_uniform(device):
-    """A row whose keys are all masked averages v uniformly, as the reference does."""
-    gen = torch.Generator().manual_seed(3)
-    q, k, v = (torch.randn(2, 4, 9, 32, generator=gen).to(device) for _ in range(3))
-    mask = torch.ones(2, 9, device=device)
-    mask[0] = 0.0
-    biases = [_mask_bias(mask)[:, None, None, :], torch.randn(1, 4, 9, 9, generator=gen).to(device)]
-    with kernels.use_backend("sdpa"):
-        out = kernels.attention(q, k, v, biases)
-    uniform = v[0].mean(dim=-2, keepdim=True).expand_as(out[0])
-    assert_close_scaled(out[0], uniform, level=MODULE, name="masked row")
+    check_fully_masked_row_is_uniform("sdpa", device, seed=3)
 
 
 def test_bad_bias_shape_is_rejected():

@@ -6,7 +6,12 @@ is not installed); on a GPU (marked) it is compiled for the device.
 
 import pytest
 import torch
-from attention_cases import attention_cases, mask_bias
+from attention_cases import (
+    check_fp32_matches_reference,
+    check_fully_masked_row_is_uniform,
+    check_half_close_to_fp32,
+    mask_bias,
+)
 from tolerances import BF16_MODULE, MODULE, assert_close_scaled
 
 from sparkfold.model import kernels
@@ -37,50 +42,26 @@ def _used_backend(device, dtype):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_fp32_matches_reference(triton_on, device):
-    gen = torch.Generator().manual_seed(11)
     with kernels.use_backend("triton"):
         assert _used_backend(device, torch.float32) == "triton_attention"
-        for name, q, k, v, biases in attention_cases(device, torch.float32, gen):
-            out = kernels.attention(q, k, v, biases)
-            ref = reference.attention(q, k, v, biases)
-            assert out.shape == ref.shape, name
-            assert torch.isfinite(out).all(), name
-            assert_close_scaled(out, ref, level=MODULE, name=name)
+    check_fp32_matches_reference("triton", device, seed=11)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_half_precision_close_to_fp32_reference(triton_on, device):
     """bf16 on the GPU; fp16 on the CPU (Triton's interpreter has no bf16 conversions), with
-    fp32 biases there (AF2's -1e9 mask bias is -inf in fp16; the kernel reads any bias dtype)."""
-    gen = torch.Generator().manual_seed(12)
-    half = torch.bfloat16 if device == "cuda" else torch.float16
-    with kernels.use_backend("triton"):
-        for name, q, k, v, biases in attention_cases(device, torch.float32, gen):
-            ref = reference.attention(q, k, v, biases)
-            bf = [t.to(half) for t in (q, k, v)]
-            bb = [b.to(half if device == "cuda" else torch.float32) for b in biases]
-            out = kernels.attention(*bf, bb)
-            ref_bf16 = reference.attention(*bf, bb)
-            assert out.dtype == half, name
-            assert_close_scaled(out, ref, level=BF16_MODULE, name=name)
-            # fp32 logits inside: never worse than the reference backend's own bf16 error.
-            err = (out.float() - ref).abs().mean()
-            err_ref = (ref_bf16.float() - ref).abs().mean()
-            assert err <= 1.5 * err_ref + 1e-3, f"{name}: {err:.2e} vs reference bf16 {err_ref:.2e}"
+    fp32 biases there (AF2's -1e9 mask bias is -inf in fp16; the kernel reads any bias dtype).
+    fp32 logits inside: never worse than the reference backend's own error."""
+    if device == "cuda":
+        check_half_close_to_fp32("triton", device, seed=12)
+    else:
+        check_half_close_to_fp32("triton", device, seed=12, half=torch.float16,
+                                 bias_dtype=torch.float32)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_fully_masked_row_is_uniform(triton_on, device):
-    gen = torch.Generator().manual_seed(13)
-    q, k, v = (torch.randn(2, 4, 9, 32, generator=gen).to(device) for _ in range(3))
-    mask = torch.ones(2, 9, device=device)
-    mask[0] = 0.0
-    biases = [mask_bias(mask)[:, None, None, :], torch.randn(1, 4, 9, 9, generator=gen).to(device)]
-    with kernels.use_backend("triton"):
-        out = kernels.attention(q, k, v, biases)
-    assert_close_scaled(out, reference.attention(q, k, v, biases), level=MODULE, name="masked")
-    uniform = v[0].mean(dim=-2, keepdim=True).expand_as(out[0])
-    assert_close_scaled(out[0], uniform, level=MODULE, name="masked row")
+    check_fully_masked_row_is_uniform("triton", device, seed=13)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -94,7 +75,7 @@ def test_strided_views_and_long_keys(triton_on, device):
     pair = torch.randn(h, b, b + 6, generator=gen).to(device)[..., :b]  # key-aligned view
     mask = (torch.rand(a, b, generator=gen) > 0.2).float().to(device)
     for transpose in (False, True):
-        def heads(i):
+        def heads(i, transpose=transpose):
             t = parts.select(-3, i)
             return t.movedim(-4, -2) if transpose else t.transpose(-2, -3)
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from sparkfold.model import kernels as _kernels
+from sparkfold.model.kernels.bias import is_key_only, logits_batch
 
 _ALIGN = 8  # channel / key alignment that keeps the fused SDPA kernels eligible
 _HARD_MASK = -1e8  # key biases at or below this are masks (AF2 uses -1e9)
@@ -55,15 +56,6 @@ def supports(op: str, dtype: torch.dtype, device: torch.device, **info) -> bool:
     if _kernels.current_backend() == "sdpa":
         return True
     return device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
-
-
-def _is_key_only(b: torch.Tensor) -> bool:
-    """A bias that varies only along the key axis (and batch dims): ``[*, 1, 1, K]``."""
-    if b.dim() == 1:
-        return True
-    if b.dim() == 2:
-        return b.shape[-2] == 1
-    return b.shape[-2] == 1 and b.shape[-3] == 1
 
 
 def _sum(biases: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor | None:
@@ -103,20 +95,11 @@ def attention(q, k, v, biases, scale=None):
         scale = 1.0 / math.sqrt(q.shape[-1])
     dtype = q.dtype
     q = q * scale  # scaled before the product, as the reference does (same rounding)
-    h, n_q, c = q.shape[-3], q.shape[-2], q.shape[-1]
-    n_k = k.shape[-2]
-    h_all = max(h, k.shape[-3], v.shape[-3])
-    batch = tuple(torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3]))
-    for b in biases:
-        try:
-            full = torch.broadcast_shapes(b.shape, (*batch, h_all, n_q, n_k))
-        except RuntimeError as exc:
-            raise ValueError(f"attention bias of shape {tuple(b.shape)} does not broadcast to "
-                             f"the logits {(*batch, h_all, n_q, n_k)}") from exc
-        batch = tuple(full[:-3])
+    c = q.shape[-1]
+    batch, h_all, n_q, n_k = logits_batch(q, k, v, biases)
 
-    key_only = [b for b in biases if _is_key_only(b)]
-    other = [b for b in biases if not _is_key_only(b)]
+    key_only = [b for b in biases if is_key_only(b)]
+    other = [b for b in biases if not is_key_only(b)]
     mask = _sum(other, dtype)
     key_bias = _sum(key_only, dtype)
     if key_bias is not None and mask is not None:

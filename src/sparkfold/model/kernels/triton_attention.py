@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from sparkfold.model.kernels.bias import is_key_only, logits_batch
 from sparkfold.model.kernels.triton_layer_norm import triton_cdiv
 
 __all__ = ["attention", "block_sizes", "interpreting"]
@@ -135,15 +136,6 @@ def _(q, k, v, pair_bias, key_bias, scale):
     return q.new_empty((n_b, n_q, n_h, v.shape[-1])).transpose(1, 2)
 
 
-def _is_key_only(b: torch.Tensor) -> bool:
-    """A bias that varies only along the key axis (and batch dims): ``[*, 1, 1, K]``."""
-    if b.dim() == 1:
-        return True
-    if b.dim() == 2:
-        return b.shape[-2] == 1
-    return b.shape[-2] == 1 and b.shape[-3] == 1
-
-
 def _flat(t: torch.Tensor, batch: tuple[int, ...], tail: tuple[int, ...]) -> torch.Tensor:
     """``t`` broadcast to ``(*batch, *tail)`` and viewed as ``[B, *tail]``; a copy only when the
     batch dims cannot be merged into one stride."""
@@ -162,23 +154,14 @@ def attention(q, k, v, biases, scale=None):
     """
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    h_all = max(q.shape[-3], k.shape[-3], v.shape[-3])
-    n_q, c = q.shape[-2], q.shape[-1]
-    n_k, c_v = k.shape[-2], v.shape[-1]
+    c, c_v = q.shape[-1], v.shape[-1]
     if c > MAX_HEAD_DIM or c_v > MAX_HEAD_DIM:
         raise ValueError(f"triton attention handles head dims up to {MAX_HEAD_DIM}, got {c}/{c_v}")
-    batch = tuple(torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3]))
-    for b in biases:
-        try:
-            full = torch.broadcast_shapes(b.shape, (*batch, h_all, n_q, n_k))
-        except RuntimeError as exc:
-            raise ValueError(f"attention bias of shape {tuple(b.shape)} does not broadcast to "
-                             f"the logits {(*batch, h_all, n_q, n_k)}") from exc
-        batch = tuple(full[:-3])
+    batch, h_all, n_q, n_k = logits_batch(q, k, v, biases)
 
     key_bias = pair_bias = None
     for b in biases:
-        if _is_key_only(b):
+        if is_key_only(b):
             key_bias = b if key_bias is None else key_bias + b
         else:
             pair_bias = b if pair_bias is None else pair_bias + b
