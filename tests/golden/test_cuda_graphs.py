@@ -34,9 +34,11 @@ def test_cuda_graphs_setting_is_validated():
 
 def test_cpu_never_records():
     model, batch = _tiny("cpu", "fp32", cuda_graphs=True)
+    seen = []
     with torch.no_grad():
-        model(batch)
+        model(batch, on_pass=lambda done, total: seen.append((done, total)))
     assert model._graphs == {}
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
 @pytest.mark.gpu
@@ -48,7 +50,9 @@ def test_graphed_forward_equals_eager(precision):
         ref = eager(batch)
         first = graphed(batch)  # pass 0 eager on a side stream + recording, passes 1-3 replayed
         assert len(graphed._graphs) == 1
-        second = graphed(batch)  # every pass replayed
+        seen = []
+        second = graphed(batch, on_pass=lambda done, total: seen.append(done))  # all replayed
+        assert seen == [1, 2, 3, 4]  # progress reaches the caller on replayed passes too
         third = graphed(batch)
     level = MODEL if precision == "fp32" else (1e-2, 1e-2)
     for out in (first, second):

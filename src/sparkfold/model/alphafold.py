@@ -14,6 +14,7 @@ Precision (``RuntimeConfig.precision``):
 """
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -189,12 +190,15 @@ class AlphaFold(nn.Module):
         return cs
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict:
+    def forward(self, batch: dict[str, torch.Tensor],
+                on_pass: Callable[[int, int], None] | None = None) -> dict:
         """Run every recycling pass and the heads.
 
         Args:
             batch: OpenFold's processed features (``features.md`` §2); every tensor's last axis
                 is the recycling pass, whose size is the number of passes.
+            on_pass: called as ``on_pass(done, num_passes)`` after each trunk pass (progress;
+                module hooks do not fire on passes replayed from a CUDA graph).
 
         Returns:
             OpenFold's output dict: ``msa [*, S, N, c_m]`` (first S rows), ``pair``, ``single``,
@@ -210,9 +214,10 @@ class AlphaFold(nn.Module):
         with contextlib.ExitStack() as stack:
             stack.enter_context(kernels.use_backend(self.runtime.kernels))
             stack.enter_context(precision_context(self.runtime.precision))
-            return self._forward(batch)
+            return self._forward(batch, on_pass)
 
-    def _forward(self, batch: dict[str, torch.Tensor]) -> dict:
+    def _forward(self, batch: dict[str, torch.Tensor],
+                 on_pass: Callable[[int, int], None] | None = None) -> dict:
         num_passes = batch["aatype"].shape[-1]
         grad_enabled = torch.is_grad_enabled()
         tolerance = self.early_stop_tolerance
@@ -238,6 +243,8 @@ class AlphaFold(nn.Module):
                 else:
                     outputs, m_1, z, x = graph(feats, prev)
             done += 1
+            if on_pass is not None:
+                on_pass(done, num_passes)
             if is_final:
                 break
             if tolerance >= 0:

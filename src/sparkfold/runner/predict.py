@@ -260,20 +260,13 @@ class Predictor:
             num_recycles=self.options.num_recycles,
         )
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        passes = self.options.num_recycles + 1
-        count = [0]
-
-        def on_pass(module, args, output):
-            count[0] += 1
-            if emit is not None:
-                emit(count[0], passes)
-
-        handle = model.structure_module.register_forward_hook(on_pass)
         try:
             with torch.no_grad():
-                out = model(batch)
+                out = model(batch, on_pass=emit)
         finally:
-            handle.remove()
+            # A recorded pass serves only inputs of the same shapes (the next target rarely
+            # has them); its memory goes back before the next model runs.
+            model.release_graphs()
         return Prediction.from_model_output(batch, out, spec.name)
 
     def _identity(self, spec: ModelSpec) -> tuple:
