@@ -57,12 +57,14 @@ class TriangleMultiplication(nn.Module):
         self.layer_norm_in = LayerNorm(c_z)
         self.layer_norm_out = LayerNorm(c_hidden)
 
-    def _project_cf(self, z: torch.Tensor, mask_cf: torch.Tensor, z_ln: bool = False):
+    def _project_cf(self, z: torch.Tensor, mask_cf: torch.Tensor, z_ln: bool = False,
+                    out: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Gated, masked projections ``a``, ``b`` of ``LN_in(z)``, channel-first ``[*, C, I, J]``.
 
         One GEMM on the concatenated ``linear_{a,b}_{p,g}`` weights writes all four projections
         channel-first, the layout of the contraction. ``z_ln``: ``z`` is already normalised.
-        ``mask_cf`` is ``[*, 1, I, J]``.
+        ``mask_cf`` is ``[*, 1, I, J]``. ``out``: buffers (row slices of full ``a``, ``b``)
+        that the gated projections are written into (inference only).
         """
         w = fused_weight(self, "ab_w", [self.linear_a_p.weight, self.linear_a_g.weight,
                                         self.linear_b_p.weight, self.linear_b_g.weight])
@@ -70,8 +72,14 @@ class TriangleMultiplication(nn.Module):
                                            self.linear_b_p.bias, self.linear_b_g.bias])
         p = linear_channel_first(z, w, bias, fn=None if z_ln else self.layer_norm_in)
         c = self.c_hidden  # p: [*, 4·C, I, J] = [a_p, a_g, b_p, b_g]
-        a = _gate(p[..., 0:c, :, :], p[..., c:2 * c, :, :], mask_cf)  # [*, C, I, J]
-        b = _gate(p[..., 2 * c:3 * c, :, :], p[..., 3 * c:, :, :], mask_cf)
+        if torch.is_grad_enabled():  # autograd: plain differentiable products
+            a = mask_cf * torch.sigmoid(p[..., c:2 * c, :, :]) * p[..., 0:c, :, :]
+            b = mask_cf * torch.sigmoid(p[..., 3 * c:, :, :]) * p[..., 2 * c:3 * c, :, :]
+            return a, b
+        # mask · σ(g) · p in one pass per projection, into the caller's buffers when given.
+        out_a, out_b = out if out is not None else (None, None)
+        a = kernels.sigmoid_gate(p[..., 0:c, :, :], p[..., c:2 * c, :, :], mask_cf, out=out_a)
+        b = kernels.sigmoid_gate(p[..., 2 * c:3 * c, :, :], p[..., 3 * c:, :, :], mask_cf, out=out_b)
         return a, b
 
     def _output(self, x: torch.Tensor, z: torch.Tensor, z_ln: bool = False) -> torch.Tensor:
@@ -116,24 +124,13 @@ class TriangleMultiplication(nn.Module):
             parts = [self._project_cf(z[..., i:i + chunk_size, :, :], mask_cf[..., i:i + chunk_size, :])
                      for i in range(0, n_i, chunk_size)]
             return (torch.cat([p[0] for p in parts], dim=-2), torch.cat([p[1] for p in parts], dim=-2))
-        a = b = None
+        shape = (*z.shape[:-3], self.c_hidden, n_i, z.shape[-2])  # [*, C, I, J]
+        a, b = z.new_empty(shape), z.new_empty(shape)
         for i in range(0, n_i, chunk_size):
-            a_i, b_i = self._project_cf(z[..., i:i + chunk_size, :, :], mask_cf[..., i:i + chunk_size, :])
-            if a is None:
-                shape = (*a_i.shape[:-2], n_i, a_i.shape[-1])
-                a, b = a_i.new_empty(shape), b_i.new_empty(shape)  # [*, C, I, J]
-            a[..., i:i + chunk_size, :] = a_i
-            b[..., i:i + chunk_size, :] = b_i
-            del a_i, b_i
+            rows = slice(i, i + chunk_size)
+            self._project_cf(z[..., rows, :, :], mask_cf[..., rows, :],
+                             out=(a[..., rows, :], b[..., rows, :]))
         return a, b
-
-
-def _gate(p: torch.Tensor, g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``mask · σ(g) · p`` (in place on a fresh buffer when autograd is off; the mask is 0/1,
-    so the product order does not change the rounding)."""
-    if torch.is_grad_enabled():
-        return mask * torch.sigmoid(g) * p
-    return torch.sigmoid(g).mul_(p).mul_(mask)
 
 
 class TriangleAttention(nn.Module):

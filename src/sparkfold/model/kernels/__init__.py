@@ -11,6 +11,8 @@ Operations:
   ``softmax(q·kᵀ·scale + Σ biases) · v`` over the key axis.
 * :func:`triangle_multiplication` — the contraction of AF2 Alg. 11/12 over the shared node.
 * :func:`layer_norm` — LayerNorm with fp32 statistics.
+* :func:`sigmoid_gate` — ``mask · σ(g) · p``, the gating of the triangle projections, written
+  into a given buffer.
 * :func:`contiguous` — a dense copy of a view whose channel axis is unit-stride (e.g. the
   transposed pair), the layout change around column and ending-node attention.
 """
@@ -36,6 +38,7 @@ __all__ = [
     "triangle_multiplication",
     "layer_norm",
     "contiguous",
+    "sigmoid_gate",
 ]
 
 
@@ -203,3 +206,11 @@ def contiguous(x: torch.Tensor) -> torch.Tensor:
         return x
     fn = _resolve("contiguous", x.dtype, x.device)
     return fn(x)
+
+
+def sigmoid_gate(p: torch.Tensor, g: torch.Tensor, mask: torch.Tensor,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """``mask · σ(g) · p`` for ``p, g [*, C, I, J]``, ``mask`` broadcastable (``[*, 1, I, J]``);
+    written into ``out`` when given (any strides, e.g. a row slice of a larger buffer)."""
+    fn = _resolve("sigmoid_gate", p.dtype, p.device)
+    return fn(p, g, mask, out)

@@ -57,3 +57,12 @@ def layer_norm(x, weight, bias, eps=1e-5):
 def contiguous(x):
     """A dense copy (PyTorch's strided copy)."""
     return x.contiguous()
+
+
+def sigmoid_gate(p, g, mask, out=None):
+    """``mask · σ(g) · p``, rounded after each product in the input dtype."""
+    r = torch.sigmoid(g).mul_(p).mul_(mask)
+    if out is None:
+        return r
+    out.copy_(r)
+    return out

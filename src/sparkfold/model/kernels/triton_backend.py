@@ -4,6 +4,7 @@
   flash-attention-style kernel (``triton_attention``);
 * ``layer_norm``: one read, one write, fp32 statistics, reading transposed views in place
   (``triton_layer_norm``); ``contiguous``: the same row addressing as a dense copy;
+* ``sigmoid_gate``: the triangle projections' gating in one pass (``triton_gate``);
 * ``triangle_multiplication``: Triton layout transposes around cuBLAS GEMMs
   (``triton_triangle``).
 
@@ -17,6 +18,7 @@ import torch
 
 from sparkfold.model import kernels as _kernels
 from sparkfold.model.kernels.triton_attention import attention, interpreting
+from sparkfold.model.kernels.triton_gate import sigmoid_gate
 from sparkfold.model.kernels.triton_layer_norm import (
     _MAX_C,
     contiguous,
@@ -25,7 +27,7 @@ from sparkfold.model.kernels.triton_layer_norm import (
 )
 from sparkfold.model.kernels.triton_triangle import triangle_multiplication
 
-__all__ = ["attention", "contiguous", "is_available", "layer_norm", "supports",
+__all__ = ["attention", "contiguous", "is_available", "layer_norm", "sigmoid_gate", "supports",
            "triangle_multiplication"]
 
 
@@ -43,14 +45,16 @@ def supports(op: str, dtype: torch.dtype, device: torch.device, **info) -> bool:
     """Attention, LayerNorm (≤ 8192 channels), row copies and triangle multiplication on CUDA.
 
     bf16/fp16 always; fp32 only when ``kernels="triton"`` is explicit (under ``auto`` the fp32
-    path stays exactly the reference). On the CPU only attention, only when explicit and only
-    under Triton's interpreter (the CPU tests of the kernel).
+    path stays exactly the reference). On the CPU only attention and the gate, only when
+    explicit and only under Triton's interpreter (the CPU tests of the kernels).
     """
-    if op not in ("attention", "layer_norm", "triangle_multiplication", "contiguous"):
+    if op not in ("attention", "layer_norm", "triangle_multiplication", "contiguous",
+                  "sigmoid_gate"):
         return False
     explicit = _kernels.current_backend() == "triton"
     if device.type != "cuda":
-        return op == "attention" and device.type == "cpu" and explicit and interpreting()
+        return (op in ("attention", "sigmoid_gate") and device.type == "cpu" and explicit
+                and interpreting())
     shape = info.get("shape")
     if op == "layer_norm" and shape is not None and (len(shape) == 0 or shape[-1] > _MAX_C):
         return False
