@@ -232,6 +232,8 @@ class AlphaFold(nn.Module):
         if self._use_graphs(first["target_feat"].shape[-2], first["target_feat"].device):
             prev = list(self._zero_prev(first))
             graph = self._pass_graph(first, tuple(prev), chunk_size)
+        else:
+            self.release_graphs()  # a graph of another length would only hold memory
         for k in range(num_passes):
             feats = {key: value[..., k] for key, value in batch.items() if isinstance(value, torch.Tensor)}
             is_final = k == num_passes - 1 or early_stop
