@@ -79,6 +79,15 @@ def test_new_length_records_again_and_release():
         out = model(short)
     assert len(model._graphs) == 1 and next(iter(model._graphs)) != key
     assert torch.isfinite(out["final_atom_positions"]).all()
+    model.runtime = RuntimeConfig(device="cuda", precision="bf16", cuda_graphs=False)
+    with torch.inference_mode():
+        model(batch)  # an eager forward frees a graph it does not use
+    assert model._graphs == {}
+    model.set_runtime(RuntimeConfig(device="cuda", precision="bf16", cuda_graphs=True))
+    with torch.inference_mode():
+        model(batch)
+    model.release_graphs()
+    assert model._graphs == {}
 
 
 @pytest.mark.gpu
