@@ -305,3 +305,33 @@ def test_fp32_linear_slices_match_full_upcast():
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
     x32 = x.float()
     assert torch.equal(fp32_linear(lin, x32), lin(x32))  # fp32 input: the plain call
+
+
+def test_model_auto_chunk_policy(monkeypatch):
+    """The model's ``chunk_size="auto"`` on a large GPU (issue workload: 1,024 extra rows): large
+    chunks bounded by the pair-size cap (≥ 1 GiB) rather than by the free memory."""
+    from types import SimpleNamespace
+
+    from sparkfold.config import ModelConfig, RuntimeConfig
+    from sparkfold.model import chunking
+    from sparkfold.model.alphafold import AlphaFold
+
+    monkeypatch.setattr(chunking, "_free_bytes", lambda device: 78 << 30)
+    stub = SimpleNamespace(runtime=RuntimeConfig(chunk_size="auto"),
+                           config=ModelConfig.from_preset("model_3_ptm"),
+                           trunk_dtype=torch.bfloat16)
+    with kernels_backend("sdpa"):  # a fused attention backend, as bf16 on a GPU uses
+        sizes = {n: AlphaFold._chunk_size(stub, n, 1024, torch.device("cpu"))
+                 for n in (128, 256, 1024, 2048, 6144)}
+    # Short sequences: every residue axis whole; only the 1,024 extra rows go in 4 slices.
+    assert sizes[128] == sizes[256] == 256
+    assert sizes[1024] == 128 and sizes[2048] == 256  # the cap: 4x the pair representation
+    assert sizes[6144] == 512  # a quarter of the usable free memory binds first
+    stub.runtime = RuntimeConfig(chunk_size=64)
+    assert AlphaFold._chunk_size(stub, 1024, 1024, torch.device("cpu")) == 64
+
+
+def kernels_backend(name):
+    from sparkfold.model import kernels
+
+    return kernels.use_backend(name)

@@ -154,7 +154,8 @@ def register(subparsers) -> None:
         type=_chunk_size,
         default="auto",
         metavar="{auto,none,N}",
-        help="attention chunking to save memory (default: auto, from free memory)",
+        help="slice the trunk to save memory (default: auto, from the sequence length and the "
+        "free memory)",
     )
     g.add_argument(
         "--cuda-graphs",

@@ -47,7 +47,8 @@ GRAPH_MAX_LENGTH = 512
 #: representation's size (never less than the floor), however much memory is free: long
 #: sequences are chunked even on a large GPU, in chunks large enough for efficient kernels
 #: (128 rows at N = 1024, bf16), which keeps the peak close to the resident state
-#: (benchmarks/RESULTS.md §3); short ones (≤ 256 residues with 512 clusters) run whole.
+#: (benchmarks/RESULTS.md §3); short ones keep every residue axis whole (with 1,024 extra-MSA
+#: rows, only those rows go in slices of 256).
 CHUNK_BUDGET_PAIR_MULTIPLE = 4.0
 CHUNK_BUDGET_FLOOR = 1 << 30
 
