@@ -10,6 +10,7 @@ from sparkfold.model.structure_module import (
     AngleResnet,
     BackboneUpdate,
     InvariantPointAttention,
+    NormalisedPair,
     StructureModule,
     StructureModuleTransition,
 )
@@ -86,6 +87,35 @@ def test_invariant_point_attention():
     with torch.no_grad():
         out = mod(t["input/s"], t["input/z"], r, t["input/mask"])
     assert_close_scaled(out, t["output/out"], MODULE, "invariant_point_attention")
+
+
+def test_structure_module_normalises_the_pair_in_row_blocks(monkeypatch):
+    """Blocks of one query row give the whole-pair result (the fixture fits one block)."""
+    import sparkfold.model.structure_module as sm_mod
+
+    whole, _, _ = _run_structure_module()
+    monkeypatch.setattr(sm_mod, "PAIR_BLOCK_BYTES", 1)
+    blocked, t, _ = _run_structure_module()
+    n = t["input/pair"].shape[-3]
+    assert NormalisedPair(t["input/pair"], None, block_bytes=1).block_rows == 1 and n > 1
+    for key in whole:
+        torch.testing.assert_close(blocked[key], whole[key], rtol=1e-5, atol=1e-5, msg=key)
+
+
+def test_structure_module_upcasts_a_bf16_pair_like_a_whole_fp32_copy():
+    """The model hands the fp32 structure module its bf16 trunk's pair as it is: the same
+    result as upcasting the rounded pair first (what the module did before)."""
+    arrays, meta = load_module_fixture("structure_module")
+    t = _tensors(arrays)
+    sm = _load(_structure_module(meta["ctor"]), arrays)
+    pair16 = t["input/pair"].to(torch.bfloat16)
+    with torch.no_grad():
+        args = (t["input/aatype"],)
+        direct = sm({"single": t["input/single"], "pair": pair16}, *args, mask=t["input/mask"])
+        upcast = sm({"single": t["input/single"], "pair": pair16.float()}, *args, mask=t["input/mask"])
+    for key in direct:
+        assert direct[key].dtype == upcast[key].dtype, key
+        torch.testing.assert_close(direct[key], upcast[key], rtol=0, atol=0, msg=key)
 
 
 def test_structure_module_buffers_match_fixture_constants():

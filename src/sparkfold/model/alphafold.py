@@ -364,8 +364,8 @@ class AlphaFold(nn.Module):
         m, z, s = self.evoformer(m, z, msa_mask=msa_mask, pair_mask=pair_mask, chunk_size=chunk_size)
 
         outputs = {"msa": m[..., :n_seq, :, :], "pair": z, "single": s}
-        # Alg. 2 L19: structure module, always in fp32.
-        sm = self.structure_module({"single": s.float(), "pair": z.float()}, feats["aatype"],
+        # Alg. 2 L19: structure module, always in fp32 (it upcasts the pair block by block).
+        sm = self.structure_module({"single": s.float(), "pair": z}, feats["aatype"],
                                    mask=seq_mask.float())
         outputs["sm"] = sm
         outputs["final_atom_positions"] = atom14_to_atom37(

@@ -34,6 +34,7 @@ __all__ = [
     "AngleResnetBlock",
     "BackboneUpdate",
     "InvariantPointAttention",
+    "NormalisedPair",
     "PointProjection",
     "StructureModule",
     "StructureModuleTransition",
@@ -49,6 +50,43 @@ _SOFTPLUS_INV_1 = math.log(math.e - 1.0)
 def _up(x: torch.Tensor) -> torch.Tensor:
     """``x`` in fp32, or unchanged if it is already fp32/fp64."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+#: The structure module normalises the pair in blocks of query rows of about this many bytes
+#: (fp32) when it needs them, instead of storing ``LN_z(pair)`` whole: in fp32 that is
+#: ``N²·c_z·4`` bytes, 19 GB at 6144 residues, for a bf16 trunk twice its own pair.
+PAIR_BLOCK_BYTES = 64 << 20
+
+
+class NormalisedPair:
+    """``LN_z(pair)``, made block of query rows by block when it is used.
+
+    Each block is cast to the LayerNorm's dtype (fp32 in the model: a bf16 trunk's pair is
+    normalised in fp32, as if the whole pair had been upcast first) and normalised.
+    Recomputing the row-wise LayerNorm per use is exact (a row's result does not depend on
+    the blocking) and costs a memory-bound pass over the pair, small next to the trunk.
+
+    Args:
+        pair: ``[*, N, N, c_z]`` in any dtype.
+        layer_norm: applied to each block; ``None``: ``pair`` is already normalised.
+        block_bytes: fp32 bytes per block (at least one row).
+    """
+
+    def __init__(self, pair: torch.Tensor, layer_norm: nn.Module | None = None,
+                 block_bytes: int = PAIR_BLOCK_BYTES):
+        self.pair = pair
+        self.layer_norm = layer_norm
+        row_bytes = pair.shape[-2] * pair.shape[-1] * 4
+        self.block_rows = max(1, block_bytes // max(1, row_bytes))
+
+    def blocks(self):
+        """Yield ``(start, rows)``: ``rows`` is ``LN_z(pair[..., start:start + r, :, :])``."""
+        n = self.pair.shape[-3]
+        for start in range(0, n, self.block_rows):
+            rows = self.pair[..., start:start + self.block_rows, :, :]
+            if self.layer_norm is not None:
+                rows = self.layer_norm(rows.to(self.layer_norm.weight.dtype))
+            yield start, rows
 
 
 def _linear_fp32(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -181,20 +219,34 @@ class InvariantPointAttention(nn.Module):
             total = d2 if total is None else total + d2
         return total
 
-    def forward(self, s: torch.Tensor, z: torch.Tensor, r: Rigid, mask: torch.Tensor) -> torch.Tensor:
+    def pair_bias(self, z: "torch.Tensor | NormalisedPair") -> torch.Tensor:
+        """``linear_b(z)`` as fp32 ``[*, H, Q, K]``. It depends on the pair only, so the
+        structure module computes it once for its blocks (the IPA weights are shared)."""
+        if isinstance(z, torch.Tensor):
+            z = NormalisedPair(z)
+        parts = [_up(self.linear_b(rows)) for _, rows in z.blocks()]  # [*, r, K, H] each
+        b = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-3)
+        return b.movedim(-1, -3)
+
+    def forward(self, s: torch.Tensor, z: "torch.Tensor | NormalisedPair", r: Rigid,
+                mask: torch.Tensor, pair_bias: torch.Tensor | None = None) -> torch.Tensor:
         """One IPA update of the single representation.
 
         Args:
             s: ``[*, N, c_s]`` single representation.
-            z: ``[*, N, N, c_z]`` pair representation.
+            z: ``[*, N, N, c_z]`` pair representation (normalised), or a
+                :class:`NormalisedPair` that normalises it block by block.
             r: backbone frames, batch shape ``[*, N]`` (fp32, translations in nm-scaled units).
             mask: ``[*, N]`` sequence mask.
+            pair_bias: :meth:`pair_bias` of ``z`` when the caller has it already.
 
         Returns:
             ``[*, N, c_s]`` update, in ``s``'s dtype.
         """
+        if isinstance(z, torch.Tensor):
+            z = NormalisedPair(z)
         q, k, v, q_pts, k_pts, v_pts = self._project(s, r)
-        b = _up(self.linear_b(z)).movedim(-1, -3)  # [*, H, Q, K]
+        b = self.pair_bias(z) if pair_bias is None else pair_bias  # [*, H, Q, K]
         mask = mask.to(b.dtype)
         mask_bias = self.inf * (mask[..., :, None] * mask[..., None, :] - 1.0)  # [*, Q, K]
         d2 = self._sq_point_distances(q_pts, k_pts)  # [*, H, Q, K]
@@ -223,7 +275,9 @@ class InvariantPointAttention(nn.Module):
         else:
             o_pt_norm = torch.sqrt(torch.clamp(sq_norm, min=self.eps**2))
         o_pt = o_pt.flatten(-3, -2)  # [*, Q, H*P_v, 3]
-        o_pair = torch.einsum("...hqk,...qkc->...qhc", a, _up(z)).flatten(-2)  # [*, Q, H*c_z]
+        o_pair = [torch.einsum("...hqk,...qkc->...qhc", a[..., start:start + rows.shape[-3], :], _up(rows))
+                  for start, rows in z.blocks()]  # [*, r, H, c_z] per block of query rows
+        o_pair = (o_pair[0] if len(o_pair) == 1 else torch.cat(o_pair, dim=-3)).flatten(-2)
 
         feats = torch.cat([o, *o_pt.unbind(-1), o_pt_norm.flatten(-2), o_pair], dim=-1)
         return self.linear_out(feats.to(s.dtype))
@@ -416,7 +470,8 @@ class StructureModule(nn.Module):
         """Run the structure module.
 
         Args:
-            representations: ``{"single": [*, N, c_s], "pair": [*, N, N, c_z]}`` (Evoformer output).
+            representations: ``{"single": [*, N, c_s], "pair": [*, N, N, c_z]}`` (Evoformer output;
+                the pair in any dtype: it is upcast and normalised block by block).
             aatype: ``[*, N]`` residue indices (0..20).
             mask: optional ``[*, N]`` sequence mask (default all ones).
 
@@ -432,7 +487,8 @@ class StructureModule(nn.Module):
         if mask is None:
             mask = s.new_ones(s.shape[:-1])
         s = self.layer_norm_s(s)
-        z = self.layer_norm_z(z)
+        z = NormalisedPair(z, self.layer_norm_z)  # not stored whole: block by block on use
+        pair_bias = self.ipa.pair_bias(z)
         s_initial = s
         s = self.linear_in(s)
 
@@ -443,7 +499,7 @@ class StructureModule(nn.Module):
         default_frames = self.default_frames.to(geom_dtype)
         outputs = []
         for _ in range(self.num_blocks):
-            s = s + self.ipa(s, z, rigids, mask)
+            s = s + self.ipa(s, z, rigids, mask, pair_bias=pair_bias)
             s = self.layer_norm_ipa(self.ipa_dropout(s))
             s = self.transition(s)
             rigids = self._update_frames(rigids, self.bb_update(s))
