@@ -9,10 +9,11 @@ from sparkfold.config import ConfigError, ModelConfig, RuntimeConfig
 from sparkfold.weights import load_model
 
 
-def _tiny(device: str, precision: str, **runtime):
+def _tiny(device: str, precision: str, batch_device: str | None = None, **runtime):
     arrays, _ = load_npz(FIXTURES / "model_tiny_notempl.npz")
     params = {k[6:]: torch.tensor(v) for k, v in arrays.items() if k.startswith("param/")}
-    batch = {k[6:]: torch.tensor(v).to(device) for k, v in arrays.items() if k.startswith("input/")}
+    batch = {k[6:]: torch.tensor(v).to(batch_device or device)
+             for k, v in arrays.items() if k.startswith("input/")}
     rt = RuntimeConfig(device=device, precision=precision, **runtime)
     model = load_model(params, preset=ModelConfig.tiny(templates=False), device=device, runtime=rt)
     return model, batch
@@ -99,3 +100,23 @@ def test_early_stop_with_graphs():
     model.set_runtime(RuntimeConfig(device="cuda", cuda_graphs=True, recycle_early_stop_tolerance=0.0))
     with torch.inference_mode():
         assert int(model(batch)["num_recycles"]) == 4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("graphs", [False, True])
+def test_batch_in_host_memory(graphs):
+    """A batch left in host memory (what predict does) gives the on-device batch's outputs:
+    the model copies one pass's features at a time, eagerly or into the graph's buffers."""
+    model, on_device = _tiny("cuda", "fp32", cuda_graphs=graphs, recycle_early_stop_tolerance=0.0)
+    host = {k: v.cpu() for k, v in on_device.items()}
+    with torch.inference_mode():
+        ref = model(on_device)
+        model.release_graphs()
+        out = model(host)
+        again = model(host)  # replayed from the graph recorded with host inputs
+    assert int(out["num_recycles"]) == 4 and out["num_recycles"].device.type == "cuda"
+    for result in (out, again):
+        flat = dict(_flat(result))
+        for name, value in _flat(ref):
+            assert flat[name].device == value.device, name
+            assert_close_scaled(flat[name], value, level=MODEL, name=name)

@@ -113,6 +113,42 @@ def test_fused_weight_cache_follows_parameter_updates():
     assert set(mod.state_dict()) == set(fresh.state_dict())  # the cache is not state
 
 
+def _storage_bytes(module) -> int:
+    """Bytes of the distinct storages behind a module's parameters and fused caches."""
+    seen = {}
+    tensors = list(module.parameters())
+    for sub in module.modules():
+        tensors += [hit[1] for hit in sub.__dict__.get("_fused_cache", {}).values()]
+    for t in tensors:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
+
+
+def test_fused_projections_hold_the_weights_once():
+    gen = torch.Generator().manual_seed(15)
+    mod = _randomise(TriangleMultiplication(C_Z, 8, "outgoing"), gen).eval()
+    att = _randomise(TriangleAttention(C_Z, c_hidden=8, num_heads=2), gen).eval()
+    x = torch.randn(N, N, C_Z, generator=gen)
+    param_bytes = sum(p.numel() * p.element_size() for m in (mod, att) for p in m.parameters())
+    keys = {k: tuple(v.shape) for m in (mod, att) for k, v in m.state_dict().items()}
+    with torch.inference_mode():  # built inside inference mode, loadable outside it
+        before = (mod(x), att(x))
+    shared = mod.linear_a_p.weight.untyped_storage().data_ptr()
+    assert mod.linear_b_g.weight.untyped_storage().data_ptr() == shared
+    assert _storage_bytes(mod) + _storage_bytes(att) < param_bytes + 4 * 3 * 2 * 8 * 4  # + q/k/v bias pad
+    assert {k: tuple(v.shape) for m in (mod, att) for k, v in m.state_dict().items()} == keys
+    with torch.no_grad():
+        state = {k: v * 0.5 for k, v in mod.state_dict().items()}
+        mod.load_state_dict(state)
+        fresh = _randomise(TriangleMultiplication(C_Z, 8, "outgoing"), gen).eval()
+        fresh.load_state_dict(state)
+        assert_close_scaled(mod(x), fresh(x), level=MODULE, name="after load_state_dict")
+        assert not torch.allclose(mod(x), before[0])
+        att64 = att.to(torch.float64)
+        assert_close_scaled(att64(x.double()).float(), before[1], level=MODULE, name="after .to(float64)")
+
+
 def test_linear_channel_first_matches_linear():
     gen = torch.Generator().manual_seed(14)
     x = torch.randn(2, 7, 9, 6, generator=gen)

@@ -91,6 +91,11 @@ def _check_batch(batch: dict[str, torch.Tensor]) -> None:
         )
 
 
+def _pass_features(batch: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """Pass ``k``'s features (views of the batch, wherever it lies)."""
+    return {key: value[..., k] for key, value in batch.items() if isinstance(value, torch.Tensor)}
+
+
 class AlphaFold(nn.Module):
     """AlphaFold2 (monomer) with OpenFold's parameter names and batch/output layout.
 
@@ -197,7 +202,9 @@ class AlphaFold(nn.Module):
 
         Args:
             batch: OpenFold's processed features (``features.md`` §2); every tensor's last axis
-                is the recycling pass, whose size is the number of passes.
+                is the recycling pass, whose size is the number of passes. The tensors may lie
+                in host memory: each pass's slice is copied to the model's device when that
+                pass runs (on the GPU, one pass's features instead of all of them).
             on_pass: called as ``on_pass(done, num_passes)`` after each trunk pass (progress;
                 module hooks do not fire on passes replayed from a CUDA graph).
 
@@ -222,21 +229,27 @@ class AlphaFold(nn.Module):
         num_passes = batch["aatype"].shape[-1]
         grad_enabled = torch.is_grad_enabled()
         tolerance = self.early_stop_tolerance
+        device = self.evoformer.linear.weight.device
         # The recycled (m_1, z, x): a list, so that a pass can drop m_1 and z once embedded.
         prev: list = [None, None, None]
         early_stop = False
         done = 0
         outputs = None
-        first = {key: value[..., 0] for key, value in batch.items() if isinstance(value, torch.Tensor)}
-        chunk_size = self._chunk_size_for(first)
+        # One pass's features at a time go to the device: the batch may stay in host memory.
+        first = _pass_features(batch, 0)
+        chunk_size = self._chunk_size_for(first, device)
         graph = None
-        if self._use_graphs(first["target_feat"].shape[-2], first["target_feat"].device):
-            prev = list(self._zero_prev(first))
+        if self._use_graphs(first["target_feat"].shape[-2], device):
+            prev = list(self._zero_prev(first, device))
             graph = self._pass_graph(first, tuple(prev), chunk_size)
         else:
             self.release_graphs()  # a graph of another length would only hold memory
+        del first
         for k in range(num_passes):
-            feats = {key: value[..., k] for key, value in batch.items() if isinstance(value, torch.Tensor)}
+            feats = _pass_features(batch, k)
+            if graph is None:
+                feats = {key: value.to(device, non_blocking=True) for key, value in feats.items()}
+            # else: the graph copies them into its input buffers
             is_final = k == num_passes - 1 or early_stop
             outputs = m_1 = z = None  # the previous pass's outputs are not kept during this one
             # Only the last pass keeps the autograd graph (AF2 Suppl. 1.10 "Recycling").
@@ -254,11 +267,12 @@ class AlphaFold(nn.Module):
                 # With a graph, the previous positions are its input copy (its output buffer
                 # now holds this pass's positions).
                 x_before = prev[2] if graph is None else graph.prev[2]
-                early_stop = self._tolerance_reached(x_before, x, feats["seq_mask"], tolerance)
+                seq_mask = (feats if graph is None else graph.feats)["seq_mask"]
+                early_stop = self._tolerance_reached(x_before, x, seq_mask, tolerance)
             prev = [m_1, z, x]
         if graph is not None:
             outputs = clone_outputs(outputs)  # out of the graph's memory before the next replay
-        outputs["num_recycles"] = torch.tensor(done, device=batch["aatype"].device)
+        outputs["num_recycles"] = torch.tensor(done, device=device)
         heads_in = {  # the pair and MSA heads upcast their inputs to fp32 slice by slice
             "sm": outputs["sm"],
             "pair": outputs["pair"],
@@ -268,28 +282,33 @@ class AlphaFold(nn.Module):
         outputs.update(self.aux_heads(heads_in))
         return outputs
 
-    def _chunk_size_for(self, feats: dict[str, torch.Tensor]) -> int | None:
+    def _chunk_size_for(self, feats: dict[str, torch.Tensor], device: torch.device) -> int | None:
         """The trunk's chunk size for one pass's features (fixed for the whole forward)."""
         n_seq = feats["msa_feat"].shape[-3]
         n_res = feats["target_feat"].shape[-2]
         n_extra = feats["extra_msa"].shape[-2] if "extra_msa" in feats else 0
         n_templ = feats["template_aatype"].shape[-2] if "template_aatype" in feats else 0
-        return self._chunk_size(n_res, max(n_seq + n_templ, n_extra), feats["seq_mask"].device)
+        return self._chunk_size(n_res, max(n_seq + n_templ, n_extra), device)
 
-    def _zero_prev(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def _zero_prev(self, feats: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, ...]:
         """The recycled inputs of the first pass as explicit zeros (the eager path makes the
         same zeros inside :meth:`_iteration`)."""
         batch_dims = feats["target_feat"].shape[:-2]
         n_res = feats["target_feat"].shape[-2]
-        device, dtype = feats["target_feat"].device, self.trunk_dtype
+        dtype = self.trunk_dtype
         return (torch.zeros(batch_dims + (n_res, self.config.c_m), device=device, dtype=dtype),
                 torch.zeros(batch_dims + (n_res, n_res, self.config.c_z), device=device, dtype=dtype),
                 torch.zeros(batch_dims + (n_res, rc.atom_type_num, 3), device=device))
 
     def _pass_graph(self, feats: dict, prev: tuple, chunk_size: int | None) -> PassGraph:
         """The recorded pass for these shapes (recorded on first use); one kept at a time."""
+        # Fused projections make their parameters views of one buffer on first use: build
+        # them now, so that the key below sees the parameters the recorded pass will use.
+        for module in self.modules():
+            if hasattr(module, "fused_projection") and module is not self:
+                module.fused_projection()
         params = tuple(p.data_ptr() for p in self.parameters())
-        key = graph_key(feats, prev, chunk_size, kernels.current_backend(),
+        key = graph_key(feats, prev, chunk_size, prev[0].device, kernels.current_backend(),
                         self.runtime.precision, hash(params))
         graph = self._graphs.get(key)
         if graph is None:

@@ -49,21 +49,23 @@ class PassGraph:
     Args:
         fn: the pass; takes a dict of tensors and a tuple of tensors, returns any nesting of
             tensors. It must be free of host synchronisation.
-        feats: example inputs (shapes and dtypes are what the graph is recorded for).
-        prev: example recycled tensors.
+        feats: example inputs (shapes and dtypes are what the graph is recorded for); they
+            may lie in host memory: the graph's input buffers are on ``prev``'s device, and
+            each call copies its inputs there.
+        prev: example recycled tensors, on the graph's device.
     """
 
     def __init__(self, fn: Callable, feats: dict[str, torch.Tensor], prev: tuple[torch.Tensor, ...]):
         self.fn = fn
-        self.feats = {k: torch.empty_like(v, memory_format=torch.contiguous_format)
-                      for k, v in feats.items()}
+        device = prev[0].device
+        self.feats = {k: torch.empty(v.shape, dtype=v.dtype, device=device) for k, v in feats.items()}
         self.prev = tuple(torch.empty_like(p, memory_format=torch.contiguous_format) for p in prev)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.out = None
 
     def _load(self, feats: dict[str, torch.Tensor], prev: tuple[torch.Tensor, ...]) -> None:
         for k, buf in self.feats.items():
-            buf.copy_(feats[k])
+            buf.copy_(feats[k], non_blocking=True)
         for buf, p in zip(self.prev, prev):
             buf.copy_(p)
 
@@ -78,7 +80,7 @@ class PassGraph:
         if self.graph is not None:
             self.graph.replay()
             return self.out
-        device = next(iter(self.feats.values())).device
+        device = self.prev[0].device
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):

@@ -57,6 +57,12 @@ class TriangleMultiplication(nn.Module):
         self.layer_norm_in = LayerNorm(c_z)
         self.layer_norm_out = LayerNorm(c_hidden)
 
+    def fused_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``linear_{a,b}_{p,g}`` as one projection (:func:`fused_weight`)."""
+        projections = (self.linear_a_p, self.linear_a_g, self.linear_b_p, self.linear_b_g)
+        return (fused_weight(self, "ab_w", [lin.weight for lin in projections]),
+                fused_weight(self, "ab_b", [lin.bias for lin in projections]))
+
     def _project_cf(self, z: torch.Tensor, mask_cf: torch.Tensor, z_ln: bool = False,
                     out: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Gated, masked projections ``a``, ``b`` of ``LN_in(z)``, channel-first ``[*, C, I, J]``.
@@ -66,10 +72,7 @@ class TriangleMultiplication(nn.Module):
         ``mask_cf`` is ``[*, 1, I, J]``. ``out``: buffers (row slices of full ``a``, ``b``)
         that the gated projections are written into (inference only).
         """
-        w = fused_weight(self, "ab_w", [self.linear_a_p.weight, self.linear_a_g.weight,
-                                        self.linear_b_p.weight, self.linear_b_g.weight])
-        bias = fused_weight(self, "ab_b", [self.linear_a_p.bias, self.linear_a_g.bias,
-                                           self.linear_b_p.bias, self.linear_b_g.bias])
+        w, bias = self.fused_projection()
         p = linear_channel_first(z, w, bias, fn=None if z_ln else self.layer_norm_in)
         c = self.c_hidden  # p: [*, 4·C, I, J] = [a_p, a_g, b_p, b_g]
         if torch.is_grad_enabled():  # autograd: plain differentiable products

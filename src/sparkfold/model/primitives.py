@@ -71,10 +71,12 @@ def fused_weight(
     """``torch.cat([zeros(pad_front), *params])`` along dim 0, cached on ``module``.
 
     Used to run several projections of one input as one GEMM while the parameters keep their
-    OpenFold names (the state dict is untouched: the cache is a plain attribute). The cache is
-    keyed on each parameter's storage, version counter, dtype, device and shape, so it is
-    rebuilt after ``load_state_dict``, ``.to()`` or an in-place update. With autograd recording
-    (training) or under ``torch.compile`` the concatenation is rebuilt on every call instead.
+    OpenFold names (the state dict's keys and shapes are untouched: the cache is a plain
+    attribute). Once built, the parameters' data become views of the concatenation, so the
+    weights are held once, not twice. The cache is keyed on each parameter's storage, version
+    counter, dtype, device and shape, so it is rebuilt after ``load_state_dict``, ``.to()`` or
+    an in-place update. With autograd recording (training) or under ``torch.compile`` the
+    concatenation is rebuilt on every call instead and the parameters are left alone.
     """
 
     def build() -> torch.Tensor:
@@ -87,12 +89,21 @@ def fused_weight(
         return build()
     if torch.compiler.is_compiling():
         return build()
-    sig = tuple((p.data_ptr(), _version(p), p.dtype, p.device, tuple(p.shape)) for p in params)
+    def signature() -> tuple:
+        return tuple((p.data_ptr(), _version(p), p.dtype, p.device, tuple(p.shape)) for p in params)
+
     cache = module.__dict__.setdefault("_fused_cache", {})
     hit = cache.get(key)
-    if hit is None or hit[0] != sig:
-        with torch.no_grad():
-            hit = cache[key] = (sig, build())
+    if hit is None or hit[0] != signature():
+        # Not an inference tensor even inside inference_mode: the parameters become its views,
+        # and they must stay loadable (load_state_dict copies into them) outside it.
+        with torch.no_grad(), torch.inference_mode(False):
+            fused = build()
+            start = pad_front
+            for p in params:
+                p.data = fused[start:start + p.shape[0]]
+                start += p.shape[0]
+        hit = cache[key] = (signature(), fused)
     return hit[1]
 
 
@@ -239,6 +250,16 @@ class Attention(nn.Module):
             o = g * o
         return self.linear_o(o.flatten(-2))  # [*, Q, c_q]
 
+    def fused_projection(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The q/k/v(/g) weights and the gate's bias (zeros for q/k/v) as one projection
+        (:func:`fused_weight`; the model builds it before recording a CUDA graph)."""
+        weights = [self.linear_q.weight, self.linear_k.weight, self.linear_v.weight]
+        bias = None
+        if self.linear_g is not None:
+            weights.append(self.linear_g.weight)
+            bias = fused_weight(self, "qkvg_b", [self.linear_g.bias], pad_front=3 * self.num_heads * self.c_hidden)
+        return fused_weight(self, "qkvg_w", weights), bias
+
     def self_attention(
         self,
         x: torch.Tensor,
@@ -253,14 +274,9 @@ class Attention(nn.Module):
             ``[*, A, B, c]``.
         """
         h, c = self.num_heads, self.c_hidden
-        weights = [self.linear_q.weight, self.linear_k.weight, self.linear_v.weight]
-        bias = None
-        if self.linear_g is not None:
-            weights.append(self.linear_g.weight)
-            bias = fused_weight(self, "qkvg_b", [self.linear_g.bias], pad_front=3 * h * c)
-            bias = bias.to(x.dtype)
-        w = fused_weight(self, "qkvg_w", weights).to(x.dtype)
-        parts = F.linear(x, w, bias).unflatten(-1, (len(weights), h, c))  # [*, A, B, P, H, C]
+        w, bias = self.fused_projection()
+        bias = bias.to(x.dtype) if bias is not None else None
+        parts = F.linear(x, w.to(x.dtype), bias).unflatten(-1, (-1, h, c))  # [*, A, B, P, H, C]
 
         def heads(i: int) -> torch.Tensor:
             return parts.select(-3, i).transpose(-2, -3)  # [*, A, H, B, C] (strided view)

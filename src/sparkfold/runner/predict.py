@@ -259,7 +259,7 @@ class Predictor:
             seed=self.options.seed,
             num_recycles=self.options.num_recycles,
         )
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+        # The batch stays in host memory: the model moves one pass's features at a time.
         try:
             with torch.no_grad():
                 out = model(batch, on_pass=emit)
