@@ -243,6 +243,7 @@ def run_length(model, config, n: int, args, device) -> dict:
     except torch.cuda.OutOfMemoryError as exc:
         row["error"] = f"OOM: {str(exc).splitlines()[0][:160]}"
     del batch
+    model.release_graphs()  # as predict does after each target: the next length starts clean
     if device.type == "cuda":
         torch.cuda.empty_cache()
     w = Workload(n, n_seq=n_seq, n_extra=n_extra, passes=args.passes,

@@ -42,6 +42,28 @@ def test_cpu_never_records():
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
+def test_prefuse_projections_keeps_outputs_and_skips_cross_attention():
+    """What the model does before recording a graph, on a model with templates (whose
+    pointwise attention reads keys of another width and cannot fuse q/k/v)."""
+    arrays, _ = load_npz(FIXTURES / "model_tiny_templ.npz")
+    params = {k[6:]: torch.tensor(v) for k, v in arrays.items() if k.startswith("param/")}
+    batch = {k[6:]: torch.tensor(v) for k, v in arrays.items() if k.startswith("input/")}
+    model = load_model(params, preset=ModelConfig.tiny(templates=True), device="cpu",
+                       runtime=RuntimeConfig(device="cpu", precision="fp32"))
+    with torch.no_grad():
+        before = model(batch)
+    model.release_graphs()
+    for module in model.modules():
+        module.__dict__.pop("_fused_cache", None)
+    model.prefuse_projections()
+    tri = model.evoformer.blocks[0].pair_stack.tri_mul_out
+    assert tri.linear_a_p.weight.untyped_storage().data_ptr() == tri.linear_b_g.weight.untyped_storage().data_ptr()
+    with torch.no_grad():
+        after = model(batch)
+    for name, value in _flat(before):
+        assert torch.equal(dict(_flat(after))[name], value), name
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_graphed_forward_equals_eager(precision):

@@ -91,9 +91,11 @@ def _check_batch(batch: dict[str, torch.Tensor]) -> None:
         )
 
 
-def _pass_features(batch: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
-    """Pass ``k``'s features (views of the batch, wherever it lies)."""
-    return {key: value[..., k] for key, value in batch.items() if isinstance(value, torch.Tensor)}
+def _pass_features(batch: dict[str, torch.Tensor], k: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Pass ``k``'s features: views of the tensors on ``device``, dense copies of the others
+    (gathered on their side, ready to be copied over in one piece)."""
+    return {key: value[..., k] if value.device == device else value[..., k].contiguous()
+            for key, value in batch.items() if isinstance(value, torch.Tensor)}
 
 
 class AlphaFold(nn.Module):
@@ -236,17 +238,16 @@ class AlphaFold(nn.Module):
         done = 0
         outputs = None
         # One pass's features at a time go to the device: the batch may stay in host memory.
-        first = _pass_features(batch, 0)
-        chunk_size = self._chunk_size_for(first, device)
+        staged = _pass_features(batch, 0, device)
+        chunk_size = self._chunk_size_for(staged, device)
         graph = None
-        if self._use_graphs(first["target_feat"].shape[-2], device):
-            prev = list(self._zero_prev(first, device))
-            graph = self._pass_graph(first, tuple(prev), chunk_size)
+        if self._use_graphs(staged["target_feat"].shape[-2], device):
+            prev = list(self._zero_prev(staged, device))
+            graph = self._pass_graph(staged, tuple(prev), chunk_size)
         else:
             self.release_graphs()  # a graph of another length would only hold memory
-        del first
         for k in range(num_passes):
-            feats = _pass_features(batch, k)
+            feats = staged
             if graph is None:
                 feats = {key: value.to(device, non_blocking=True) for key, value in feats.items()}
             # else: the graph copies them into its input buffers
@@ -258,6 +259,8 @@ class AlphaFold(nn.Module):
                     outputs, m_1, z, x = self._iteration(feats, prev, chunk_size)
                 else:
                     outputs, m_1, z, x = graph(feats, prev)
+            if not is_final:  # the next pass's host-side gather overlaps this pass on the GPU
+                staged = _pass_features(batch, k + 1, device)
             done += 1
             if on_pass is not None:
                 on_pass(done, num_passes)
@@ -302,20 +305,29 @@ class AlphaFold(nn.Module):
 
     def _pass_graph(self, feats: dict, prev: tuple, chunk_size: int | None) -> PassGraph:
         """The recorded pass for these shapes (recorded on first use); one kept at a time."""
-        # Fused projections make their parameters views of one buffer on first use: build
-        # them now, so that the key below sees the parameters the recorded pass will use.
-        for module in self.modules():
-            if hasattr(module, "fused_projection") and module is not self:
-                module.fused_projection()
-        params = tuple(p.data_ptr() for p in self.parameters())
-        key = graph_key(feats, prev, chunk_size, prev[0].device, kernels.current_backend(),
-                        self.runtime.precision, hash(params))
-        graph = self._graphs.get(key)
+        def key() -> tuple:
+            params = tuple(p.data_ptr() for p in self.parameters())
+            return graph_key(feats, prev, chunk_size, prev[0].device, kernels.current_backend(),
+                             self.runtime.precision, hash(params))
+
+        graph = self._graphs.get(key())
+        if graph is None:
+            # Fused projections turn their parameters into views of one buffer on first use:
+            # build them before recording, so the key holds the addresses the graph will use.
+            self.prefuse_projections()
+            graph = self._graphs.get(key())
         if graph is None:
             self.release_graphs()
-            graph = self._graphs[key] = PassGraph(
+            graph = self._graphs[key()] = PassGraph(
                 lambda f, p: self._iteration(f, p, chunk_size), feats, prev)
         return graph
+
+    def prefuse_projections(self) -> None:
+        """Build every fused projection (q/k/v/g of self-attention, the triangle projections)
+        now; otherwise each is built on its first use."""
+        for module in self.modules():
+            if module is not self and getattr(module, "fusable", False):
+                module.fused_projection()
 
     @staticmethod
     def _tolerance_reached(x_prev: torch.Tensor | None, x: torch.Tensor, seq_mask: torch.Tensor,

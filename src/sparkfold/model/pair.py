@@ -57,6 +57,9 @@ class TriangleMultiplication(nn.Module):
         self.layer_norm_in = LayerNorm(c_z)
         self.layer_norm_out = LayerNorm(c_hidden)
 
+    #: Its four projections always fuse (see :meth:`AlphaFold.prefuse_projections`).
+    fusable = True
+
     def fused_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``linear_{a,b}_{p,g}`` as one projection (:func:`fused_weight`)."""
         projections = (self.linear_a_p, self.linear_a_g, self.linear_b_p, self.linear_b_g)

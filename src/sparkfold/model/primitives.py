@@ -250,6 +250,11 @@ class Attention(nn.Module):
             o = g * o
         return self.linear_o(o.flatten(-2))  # [*, Q, c_q]
 
+    @property
+    def fusable(self) -> bool:
+        """Whether q, k and v read inputs of one width (self-attention can fuse them)."""
+        return self.linear_q.in_features == self.linear_k.in_features == self.linear_v.in_features
+
     def fused_projection(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The q/k/v(/g) weights and the gate's bias (zeros for q/k/v) as one projection
         (:func:`fused_weight`; the model builds it before recording a CUDA graph)."""
