@@ -108,51 +108,51 @@ def _module_cases():
     return {
         "row_attention": (
             MSARowAttentionWithPairBias(C_M, C_Z, 3, 2),
-            lambda mod, m, z, mm, pm, cs: mod(m, z, mask=mm, chunk_size=cs),
+            lambda mod, m, z, mm, pm, cs, **kw: mod(m, z, mask=mm, chunk_size=cs, **kw),
         ),
         "column_attention": (
             MSAColumnAttention(C_M, 3, 2),
-            lambda mod, m, z, mm, pm, cs: mod(m, mask=mm, chunk_size=cs),
+            lambda mod, m, z, mm, pm, cs, **kw: mod(m, mask=mm, chunk_size=cs, **kw),
         ),
         "global_attention": (
             MSAColumnGlobalAttention(C_M, 3, 2),
-            lambda mod, m, z, mm, pm, cs: mod(m, mask=mm, chunk_size=cs),
+            lambda mod, m, z, mm, pm, cs, **kw: mod(m, mask=mm, chunk_size=cs, **kw),
         ),
         "msa_transition": (
             Transition(C_M, 2),
-            lambda mod, m, z, mm, pm, cs: mod(m, mask=mm, chunk_size=cs),
+            lambda mod, m, z, mm, pm, cs, **kw: mod(m, mask=mm, chunk_size=cs, **kw),
         ),
         "opm": (
             OuterProductMean(C_M, C_Z, 3),
-            lambda mod, m, z, mm, pm, cs: mod(m, mask=mm, chunk_size=cs),
+            lambda mod, m, z, mm, pm, cs, **kw: mod(m, mask=mm, chunk_size=cs, **kw),
         ),
         "tri_mul_out": (
             TriangleMultiplication(C_Z, 4, "outgoing"),
-            lambda mod, m, z, mm, pm, cs: mod(z, mask=pm, chunk_size=cs),
+            lambda mod, m, z, mm, pm, cs, **kw: mod(z, mask=pm, chunk_size=cs, **kw),
         ),
         "tri_mul_in": (
             TriangleMultiplication(C_Z, 4, "incoming"),
-            lambda mod, m, z, mm, pm, cs: mod(z, mask=pm, chunk_size=cs),
+            lambda mod, m, z, mm, pm, cs, **kw: mod(z, mask=pm, chunk_size=cs, **kw),
         ),
         "tri_att_start": (
             TriangleAttention(C_Z, 3, 2, "starting"),
-            lambda mod, m, z, mm, pm, cs: mod(z, mask=pm, chunk_size=cs),
+            lambda mod, m, z, mm, pm, cs, **kw: mod(z, mask=pm, chunk_size=cs, **kw),
         ),
         "tri_att_end": (
             TriangleAttention(C_Z, 3, 2, "ending"),
-            lambda mod, m, z, mm, pm, cs: mod(z, mask=pm, chunk_size=cs),
+            lambda mod, m, z, mm, pm, cs, **kw: mod(z, mask=pm, chunk_size=cs, **kw),
         ),
         "evoformer_block": (
             EvoformerBlock(C_M, C_Z, 3, 3, 4, 3, 2, 2, 2),
-            lambda mod, m, z, mm, pm, cs: mod(m, z, mm, pm, chunk_size=cs),
+            lambda mod, m, z, mm, pm, cs, **kw: mod(m, z, mm, pm, chunk_size=cs, **kw),
         ),
         "evoformer_block_opm_first": (
             EvoformerBlock(C_M, C_Z, 3, 3, 4, 3, 2, 2, 2, opm_first=True),
-            lambda mod, m, z, mm, pm, cs: mod(m, z, mm, pm, chunk_size=cs),
+            lambda mod, m, z, mm, pm, cs, **kw: mod(m, z, mm, pm, chunk_size=cs, **kw),
         ),
         "extra_msa_block": (
             ExtraMSABlock(C_M, C_Z, 3, 3, 4, 3, 2, 2, 2),
-            lambda mod, m, z, mm, pm, cs: mod(m, z, mm, pm, chunk_size=cs),
+            lambda mod, m, z, mm, pm, cs, **kw: mod(m, z, mm, pm, chunk_size=cs, **kw),
         ),
     }
 
@@ -174,6 +174,47 @@ def test_module_chunked_equals_unchunked(name, batch):
                 ref if isinstance(ref, tuple) else (ref,), out if isinstance(out, tuple) else (out,)
             ):
                 assert_close_scaled(o, r, level=MODULE, name=f"{name} chunk={cs}")
+
+
+#: The residual stream each module's update goes to.
+_STREAM = {"row_attention": "m", "column_attention": "m", "global_attention": "m",
+           "msa_transition": "m", "opm": "z", "tri_mul_out": "z", "tri_mul_in": "z",
+           "tri_att_start": "z", "tri_att_end": "z"}
+
+
+@pytest.mark.parametrize("batch", [(), (2,)], ids=["nobatch", "batch2"])
+@pytest.mark.parametrize("name", sorted(_STREAM))
+def test_module_adds_into_its_residual_stream_in_place(name, batch):
+    """``add_into=x`` (the input itself, as the blocks pass it) gives ``x + update`` exactly,
+    chunked (slice by slice; with a leading batch the transposed targets cannot be viewed
+    flat and take the whole-update path) or not, and writes into ``x``'s memory."""
+    mod, call = _module_cases()[name]
+    _randomize(mod, seed=zlib.crc32(name.encode()) % 1000)
+    gen = torch.Generator().manual_seed(2)
+    m = torch.randn(*batch, S, N, C_M, generator=gen)
+    z = torch.randn(*batch, N, N, C_Z, generator=gen)
+    mm, pm = _mask((*batch, S, N), gen), _mask((*batch, N, N), gen)
+    with torch.no_grad():
+        for cs in (None, 1, 3):
+            expected = {"m": m, "z": z}[_STREAM[name]] + call(mod, m, z, mm, pm, cs)
+            m2, z2 = m.clone(), z.clone()
+            target = {"m": m2, "z": z2}[_STREAM[name]]
+            out = call(mod, m2, z2, mm, pm, cs, add_into=target)
+            assert out is target, name
+            assert torch.equal(out, expected), f"{name} chunk={cs}"
+    with pytest.raises(RuntimeError, match="autograd disabled"):
+        call(mod, m, z, mm, pm, 2, add_into={"m": m, "z": z}[_STREAM[name]].requires_grad_())
+
+
+def test_chunk_layer_add_into_checks_shapes():
+    x = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="batch dims"):
+        chunk_layer(lambda x: x, {"x": x}, 2, 1, add_into=torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="one tensor shaped like"):
+        chunk_layer(lambda x: x[:, :2], {"x": x}, 2, 1, add_into=torch.zeros(4, 3))
+    target = torch.ones(4, 3)
+    assert chunk_layer(lambda x: x + 1, {"x": x}, 3, 1, add_into=target) is target
+    assert torch.equal(target, torch.full((4, 3), 2.0))
 
 
 def test_transition_mask_only_multiplies_when_given():

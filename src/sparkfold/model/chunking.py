@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["auto_chunk_size", "chunk_layer", "residual_add"]
+__all__ = ["auto_chunk_size", "chunk_layer", "deliver", "residual_add"]
 
 
 def _flat_batch_inputs(
@@ -70,6 +70,7 @@ def chunk_layer(
     inputs: dict[str, torch.Tensor],
     chunk_size: int,
     num_batch_dims: int,
+    add_into: torch.Tensor | None = None,
 ) -> Any:
     """Evaluate ``fn(**inputs)`` in slices of the flattened leading batch dims.
 
@@ -87,9 +88,15 @@ def chunk_layer(
             bound into ``fn`` instead (e.g. with ``functools.partial``).
         chunk_size: maximum number of flattened batch entries per call (> 0).
         num_batch_dims: how many leading dims are batch dims.
+        add_into: a residual stream to add ``fn``'s result (one tensor) into, slice by slice,
+            in place (autograd disabled): the full result never exists. Its batch dims must
+            be the broadcast batch shape. An input may alias it only if it is sliced along the
+            same entries (a slice is read before it is updated); when ``add_into`` cannot be
+            viewed flat, the full result is made and added at the end.
 
     Returns:
-        ``fn``'s result with the flat batch dim restored to the broadcast batch shape.
+        ``fn``'s result with the flat batch dim restored to the broadcast batch shape, or
+        ``add_into`` (updated) when given.
     """
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -99,6 +106,24 @@ def chunk_layer(
         raise ValueError("chunk_layer needs at least one input tensor to slice")
     batch_shape, prepared = _flat_batch_inputs(inputs, num_batch_dims)
     total = math.prod(batch_shape)
+    if add_into is not None:
+        _check_inplace(add_into)
+        if add_into.shape[:num_batch_dims] != batch_shape:
+            raise ValueError(f"chunk_layer: add_into has batch dims {tuple(add_into.shape[:num_batch_dims])}, "
+                             f"the inputs {tuple(batch_shape)}")
+        try:
+            target = add_into.view(total, *add_into.shape[num_batch_dims:])
+        except RuntimeError:  # not viewable flat: make the whole result, then add
+            return residual_add(add_into, chunk_layer(fn, inputs, chunk_size, num_batch_dims), True)
+        for start in range(0, total, chunk_size):
+            end = min(start + chunk_size, total)
+            result = fn(**{name: _select(kind, t, start, end, batch_shape)
+                           for name, (kind, t) in prepared.items()})
+            if not isinstance(result, torch.Tensor) or result.shape != target[start:end].shape:
+                raise ValueError("chunk_layer: with add_into, fn must return one tensor shaped like "
+                                 f"the target slice {tuple(target[start:end].shape)}")
+            target[start:end].add_(result)
+        return add_into
 
     outs: list[torch.Tensor] | None = None
     structure: Any = None
@@ -143,13 +168,23 @@ def residual_add(x: torch.Tensor, update: torch.Tensor, inplace: bool) -> torch.
     autograd disabled, because the overwritten ``x`` may be needed for the backward pass.
     """
     if inplace:
-        if torch.is_grad_enabled() and (x.requires_grad or update.requires_grad):
-            raise RuntimeError(
-                "in-place residual adds need autograd disabled (torch.no_grad/inference_mode); "
-                "call with inplace=False when training"
-            )
+        _check_inplace(x, update)
         return x.add_(update)
     return x + update
+
+
+def _check_inplace(*tensors: torch.Tensor) -> None:
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        raise RuntimeError(
+            "in-place residual adds need autograd disabled (torch.no_grad/inference_mode); "
+            "call with inplace=False when training"
+        )
+
+
+def deliver(update: torch.Tensor, add_into: torch.Tensor | None) -> torch.Tensor:
+    """What a module with an ``add_into`` argument returns: its ``update``, or ``add_into``
+    with the update added in place (autograd disabled)."""
+    return update if add_into is None else residual_add(add_into, update, True)
 
 
 # --------------------------------------------------------------------------- chunk-size heuristic

@@ -35,6 +35,14 @@ from sparkfold.typing import MsaAct, MsaMask, PairAct, PairMask, SingleAct
 __all__ = ["EvoformerBlock", "EvoformerStack", "MSABlock", "MSAStack", "PairStack", "block_kwargs"]
 
 
+def residual(x: torch.Tensor, module: nn.Module, inplace: bool, *args, **kwargs) -> torch.Tensor:
+    """``x + module(*args, **kwargs)``; with ``inplace``, the module adds its update into ``x``
+    itself (``add_into=x``: slice by slice when chunking, so the update never exists whole)."""
+    if inplace:
+        return module(*args, add_into=x, **kwargs)
+    return residual_add(x, module(*args, **kwargs), False)
+
+
 class PairStack(nn.Module):
     """The pair half of an Evoformer/ExtraMSA block.
 
@@ -71,15 +79,13 @@ class PairStack(nn.Module):
         inplace: bool = False,
     ) -> PairAct:
         """Update ``z [*, N, N, C_z]`` with ``pair_mask [*, N, N]``; returns the new ``z``."""
-        z = residual_add(z, self.tri_mul_out(z, mask=pair_mask, chunk_size=chunk_size), inplace)
-        z = residual_add(z, self.tri_mul_in(z, mask=pair_mask, chunk_size=chunk_size), inplace)
-        z = residual_add(z, self.tri_att_start(z, mask=pair_mask, chunk_size=chunk_size), inplace)
-        z = residual_add(z, self.tri_att_end(z, mask=pair_mask, chunk_size=chunk_size), inplace)
-        z = residual_add(z, self.pair_transition(z, mask=None, chunk_size=chunk_size), inplace)
-        return z
+        for module in (self.tri_mul_out, self.tri_mul_in, self.tri_att_start, self.tri_att_end):
+            z = residual(z, module, inplace, z, mask=pair_mask, chunk_size=chunk_size)
+        return residual(z, self.pair_transition, inplace, z, mask=None, chunk_size=chunk_size)
 
 
 ColumnAttention = Literal["gated", "global"]
+
 
 
 class MSABlock(nn.Module):
@@ -168,17 +174,13 @@ class MSABlock(nn.Module):
             The updated ``(m, z)``.
         """
         if self.opm_first:
-            z = residual_add(
-                z, self.outer_product_mean(m, mask=msa_mask, chunk_size=chunk_size), inplace
-            )
-        m = residual_add(m, self.msa_att_row(m, z, mask=msa_mask, chunk_size=chunk_size), inplace)
-        m = residual_add(m, self.msa_att_col(m, mask=msa_mask, chunk_size=chunk_size), inplace)
+            z = residual(z, self.outer_product_mean, inplace, m, mask=msa_mask, chunk_size=chunk_size)
+        m = residual(m, self.msa_att_row, inplace, m, z, mask=msa_mask, chunk_size=chunk_size)
+        m = residual(m, self.msa_att_col, inplace, m, mask=msa_mask, chunk_size=chunk_size)
         trans_mask = msa_mask if self.mask_msa_transition else None
-        m = residual_add(m, self.msa_transition(m, mask=trans_mask, chunk_size=chunk_size), inplace)
+        m = residual(m, self.msa_transition, inplace, m, mask=trans_mask, chunk_size=chunk_size)
         if not self.opm_first:
-            z = residual_add(
-                z, self.outer_product_mean(m, mask=msa_mask, chunk_size=chunk_size), inplace
-            )
+            z = residual(z, self.outer_product_mean, inplace, m, mask=msa_mask, chunk_size=chunk_size)
         z = self.pair_stack(z, pair_mask=pair_mask, chunk_size=chunk_size, inplace=inplace)
         return m, z
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from sparkfold.model import kernels
-from sparkfold.model.chunking import chunk_layer
+from sparkfold.model.chunking import chunk_layer, deliver
 from sparkfold.model.primitives import (
     Attention,
     LayerNorm,
@@ -49,11 +49,11 @@ class _MSAAttention(nn.Module):
             self.linear_z = Linear(c_z, num_heads, bias=False, init="normal")
         self.mha = Attention(c_m, c_m, c_m, c_hidden, num_heads)
 
-    def _attend(
+    def _normalise_and_attend(
         self, m: torch.Tensor, mask_bias: torch.Tensor, pair_bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        biases = [mask_bias] if pair_bias is None else [mask_bias, pair_bias]
-        return self.mha(m, m, biases)
+        m = kernels.contiguous(self.layer_norm_m(m))
+        return self.mha(m, m, [mask_bias] if pair_bias is None else [mask_bias, pair_bias])
 
     def forward(
         self,
@@ -62,11 +62,14 @@ class _MSAAttention(nn.Module):
         mask: torch.Tensor | None = None,
         chunk_size: int | None = None,
         transpose: bool = False,
+        add_into: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attention along the rows of ``m [*, S, N, C_m]`` (columns when ``transpose``).
 
         ``transpose=True`` attends over ``S`` for each residue; the LayerNorm writes its output
         in the column layout, and the result is returned as a view in ``m``'s layout.
+        ``add_into``: add the update into this tensor (``m`` itself for a residual) in place,
+        slice by slice when chunking.
         """
         if mask is None:
             mask = m.new_ones(m.shape[:-1])
@@ -76,7 +79,6 @@ class _MSAAttention(nn.Module):
             # attention over strided columns reads scattered rows for every key tile.
             m = m.transpose(-2, -3)
             mask = mask.transpose(-1, -2).contiguous()  # [*, N, S], read densely by the kernels
-        m = kernels.contiguous(self.layer_norm_m(m))  # [*, B, K, C_m] in the attended frame
         mask_bias = (self.inf * (mask - 1))[..., :, None, None, :]  # [*, B, 1, 1, K]
         biases = [mask_bias]
         if self.c_z is not None:
@@ -87,13 +89,22 @@ class _MSAAttention(nn.Module):
                                         fn=self.layer_norm_z)  # [*, H, N, N]
             biases.append(aligned_keys(bias).unsqueeze(-4))  # [*, 1, H, N, N]
         if chunk_size is None:
+            m = kernels.contiguous(self.layer_norm_m(m))  # [*, B, K, C_m] in the attended frame
             out = self.mha.self_attention(m, biases)
-        else:
+        else:  # each slice is normalised (in the attended frame) when it is attended
             inputs = {"m": m, "mask_bias": mask_bias}
             if len(biases) > 1:
                 inputs["pair_bias"] = biases[1]
-            out = chunk_layer(self._attend, inputs, chunk_size, m.dim() - 2)
-        return kernels.contiguous(out.transpose(-2, -3)) if transpose else out
+            if add_into is not None:
+                target = add_into.transpose(-2, -3) if transpose else add_into
+                chunk_layer(self._normalise_and_attend, inputs, chunk_size, m.dim() - 2, add_into=target)
+                return add_into
+            out = chunk_layer(self._normalise_and_attend, inputs, chunk_size, m.dim() - 2)
+        if transpose:
+            out = out.transpose(-2, -3)
+            if add_into is None:
+                out = kernels.contiguous(out)
+        return deliver(out, add_into)
 
 
 class MSARowAttentionWithPairBias(_MSAAttention):
@@ -113,6 +124,7 @@ class MSARowAttentionWithPairBias(_MSAAttention):
         z: PairAct,
         mask: MsaMask | None = None,
         chunk_size: int | None = None,
+        add_into: torch.Tensor | None = None,
     ) -> MsaAct:
         """Compute the update for ``m``.
 
@@ -122,11 +134,13 @@ class MSARowAttentionWithPairBias(_MSAAttention):
             mask: ``[*, S, N]`` MSA mask (ones if ``None``).
             chunk_size: if given, attention runs in slices of ``chunk_size`` MSA rows (and the
                 pair bias is computed in slices of pair rows).
+            add_into: add the update into this tensor in place (autograd disabled), slice by
+                slice when chunking; usually ``m`` itself (the residual).
 
         Returns:
-            ``[*, S, N, C_m]`` update.
+            ``[*, S, N, C_m]`` update, or ``add_into`` updated.
         """
-        return super().forward(m, z=z, mask=mask, chunk_size=chunk_size)
+        return super().forward(m, z=z, mask=mask, chunk_size=chunk_size, add_into=add_into)
 
 
 class MSAColumnAttention(nn.Module):
@@ -141,7 +155,8 @@ class MSAColumnAttention(nn.Module):
         self._msa_att = _MSAAttention(c_m, c_hidden, num_heads, c_z=None, inf=inf)
 
     def forward(
-        self, m: MsaAct, mask: MsaMask | None = None, chunk_size: int | None = None
+        self, m: MsaAct, mask: MsaMask | None = None, chunk_size: int | None = None,
+        add_into: torch.Tensor | None = None,
     ) -> MsaAct:
         """Compute the update for ``m``.
 
@@ -149,11 +164,12 @@ class MSAColumnAttention(nn.Module):
             m: ``[*, S, N, C_m]`` MSA representation.
             mask: ``[*, S, N]`` MSA mask (ones if ``None``).
             chunk_size: if given, attention runs in slices of ``chunk_size`` columns (residues).
+            add_into: add the update into this tensor in place (see the row attention).
 
         Returns:
-            ``[*, S, N, C_m]`` update.
+            ``[*, S, N, C_m]`` update, or ``add_into`` updated.
         """
-        return self._msa_att(m, mask=mask, chunk_size=chunk_size, transpose=True)
+        return self._msa_att(m, mask=mask, chunk_size=chunk_size, transpose=True, add_into=add_into)
 
 
 class GlobalAttention(nn.Module):
@@ -210,8 +226,12 @@ class MSAColumnGlobalAttention(nn.Module):
         self.layer_norm_m = LayerNorm(c_in)
         self.global_attention = GlobalAttention(c_in, c_hidden, num_heads, inf=inf, eps=eps)
 
+    def _normalise_and_attend(self, m: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.global_attention(self.layer_norm_m(m), mask)
+
     def forward(
-        self, m: MsaAct, mask: MsaMask | None = None, chunk_size: int | None = None
+        self, m: MsaAct, mask: MsaMask | None = None, chunk_size: int | None = None,
+        add_into: torch.Tensor | None = None,
     ) -> MsaAct:
         """Compute the update for ``m``.
 
@@ -219,18 +239,23 @@ class MSAColumnGlobalAttention(nn.Module):
             m: ``[*, S, N, C_in]`` extra-MSA representation.
             mask: ``[*, S, N]`` mask (ones if ``None``).
             chunk_size: if given, attention runs in slices of ``chunk_size`` columns.
+            add_into: add the update into this tensor in place (autograd disabled), column
+                slice by column slice when chunking; usually ``m`` itself.
 
         Returns:
-            ``[*, S, N, C_in]`` update.
+            ``[*, S, N, C_in]`` update, or ``add_into`` updated.
         """
         if mask is None:
             mask = m.new_ones(m.shape[:-1])
         mask = mask.to(m.dtype).transpose(-1, -2)  # [*, N, S]
-        m = self.layer_norm_m(m.transpose(-2, -3))  # [*, N, S, C]
+        m = m.transpose(-2, -3)  # [*, N, S, C]
         if chunk_size is None:
-            out = self.global_attention(m, mask)
-        else:
-            out = chunk_layer(
-                self.global_attention, {"m": m, "mask": mask}, chunk_size, m.dim() - 2
-            )
-        return out.transpose(-2, -3)  # [*, S, N, C]
+            out = self.global_attention(self.layer_norm_m(m), mask)
+        else:  # each slice of columns is normalised when it is attended
+            inputs = {"m": m, "mask": mask}
+            if add_into is not None:
+                chunk_layer(self._normalise_and_attend, inputs, chunk_size, m.dim() - 2,
+                            add_into=add_into.transpose(-2, -3))
+                return add_into
+            out = chunk_layer(self._normalise_and_attend, inputs, chunk_size, m.dim() - 2)
+        return deliver(out.transpose(-2, -3), add_into)  # [*, S, N, C]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from sparkfold.model import kernels
-from sparkfold.model.chunking import chunk_layer
+from sparkfold.model.chunking import chunk_layer, deliver
 from sparkfold.model.primitives import (
     Attention,
     LayerNorm,
@@ -94,7 +94,8 @@ class TriangleMultiplication(nn.Module):
         return self.linear_z(self.layer_norm_out(x)) * g
 
     def forward(
-        self, z: PairAct, mask: PairMask | None = None, chunk_size: int | None = None
+        self, z: PairAct, mask: PairMask | None = None, chunk_size: int | None = None,
+        add_into: torch.Tensor | None = None,
     ) -> PairAct:
         """Compute the update for ``z``.
 
@@ -104,9 +105,12 @@ class TriangleMultiplication(nn.Module):
             chunk_size: if given, the row-wise projections and the output stage run in
                 slices of ``chunk_size`` rows (the contraction itself runs whole), and
                 ``LN_in(z)`` is recomputed per slice instead of being stored.
+            add_into: add the update into this tensor in place (autograd disabled), row
+                slice by row slice when chunking; usually ``z`` itself (every projection is
+                made before the first slice is written).
 
         Returns:
-            ``[*, N, N, C_z]`` update (not added to ``z``).
+            ``[*, N, N, C_z]`` update, or ``add_into`` updated.
         """
         if mask is None:
             mask = z.new_ones(z.shape[:-1])
@@ -120,8 +124,8 @@ class TriangleMultiplication(nn.Module):
         x = kernels.triangle_multiplication(a.movedim(-3, -1), b.movedim(-3, -1), self.direction)
         del a, b  # x: [*, N, N, C_hidden]
         if chunk_size is None:
-            return self._output(x, z_ln, z_ln=True)
-        return chunk_layer(self._output, {"x": x, "z": z}, chunk_size, z.dim() - 2)
+            return deliver(self._output(x, z_ln, z_ln=True), add_into)
+        return chunk_layer(self._output, {"x": x, "z": z}, chunk_size, z.dim() - 2, add_into=add_into)
 
     def _project_chunked(self, z: torch.Tensor, mask_cf: torch.Tensor, chunk_size: int):
         """:meth:`_project_cf` in slices of ``chunk_size`` rows, written into full buffers."""
@@ -170,13 +174,15 @@ class TriangleAttention(nn.Module):
         self.linear = Linear(c_in, num_heads, bias=False, init="normal")
         self.mha = Attention(c_in, c_in, c_in, c_hidden, num_heads)
 
-    def _attend(
+    def _normalise_and_attend(
         self, x: torch.Tensor, mask_bias: torch.Tensor, tri_bias: torch.Tensor
     ) -> torch.Tensor:
+        x = kernels.contiguous(self.layer_norm(x))
         return self.mha(x, x, [mask_bias, tri_bias])
 
     def forward(
-        self, x: PairAct, mask: PairMask | None = None, chunk_size: int | None = None
+        self, x: PairAct, mask: PairMask | None = None, chunk_size: int | None = None,
+        add_into: torch.Tensor | None = None,
     ) -> PairAct:
         """Compute the update for the pair representation ``x``.
 
@@ -184,9 +190,11 @@ class TriangleAttention(nn.Module):
             x: ``[*, N, N, C_in]`` pair representation.
             mask: ``[*, N, N]`` pair mask (ones if ``None``).
             chunk_size: if given, attention runs in slices of ``chunk_size`` rows.
+            add_into: add the update into this tensor in place (autograd disabled), slice by
+                slice when chunking; usually ``x`` itself (the bias is made first).
 
         Returns:
-            ``[*, N, N, C_in]`` update.
+            ``[*, N, N, C_in]`` update, or ``add_into`` updated.
         """
         if mask is None:
             mask = x.new_ones(x.shape[:-1])
@@ -198,16 +206,27 @@ class TriangleAttention(nn.Module):
             # scattered rows for every key tile (measured 1.7x slower on an H100 at N=1024).
             x = x.transpose(-2, -3)
             mask = mask.transpose(-1, -2).contiguous()  # the kernels read the key bias densely
-        x = kernels.contiguous(self.layer_norm(x))  # [*, Q-rows, K, C] in the attended frame
-        tri_bias = linear_channel_first(x, self.linear.weight)  # [*, H, Q, K]
-        tri_bias = aligned_keys(tri_bias).unsqueeze(-4)  # [*, 1, H, Q, K]
         mask_bias = (self.inf * (mask - 1))[..., :, None, None, :]  # [*, B, 1, 1, K]
         if chunk_size is None:
-            out = self.mha.self_attention(x, [mask_bias, tri_bias])
+            x = kernels.contiguous(self.layer_norm(x))  # [*, Q-rows, K, C] in the attended frame
+            tri_bias = linear_channel_first(x, self.linear.weight)  # [*, H, Q, K]
+            out = self.mha.self_attention(x, [mask_bias, aligned_keys(tri_bias).unsqueeze(-4)])
         else:
-            out = chunk_layer(self._attend, {"x": x, "mask_bias": mask_bias, "tri_bias": tri_bias},
-                              chunk_size, x.dim() - 2)
-        return kernels.contiguous(out.transpose(-2, -3)) if ending else out  # [*, I, J, C]
+            # LN(x) is never stored whole: the bias is made from row slices of it, and each
+            # slice of rows is normalised again (in the attended frame) when it is attended.
+            tri_bias = linear_channel_first(x, self.linear.weight, row_chunk=chunk_size,
+                                            fn=self.layer_norm)  # [*, H, Q, K]
+            inputs = {"x": x, "mask_bias": mask_bias, "tri_bias": aligned_keys(tri_bias).unsqueeze(-4)}
+            if add_into is not None:
+                target = add_into.transpose(-2, -3) if ending else add_into
+                chunk_layer(self._normalise_and_attend, inputs, chunk_size, x.dim() - 2, add_into=target)
+                return add_into
+            out = chunk_layer(self._normalise_and_attend, inputs, chunk_size, x.dim() - 2)
+        if ending:
+            out = out.transpose(-2, -3)  # [*, I, J, C]
+            if add_into is None:
+                out = kernels.contiguous(out)
+        return deliver(out, add_into)
 
 
 class Transition(nn.Module):
@@ -228,11 +247,13 @@ class Transition(nn.Module):
         self.linear_1 = Linear(c_in, n * c_in, init="relu")
         self.linear_2 = Linear(n * c_in, c_in, init="final")
 
-    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(torch.relu(self.linear_1(self.layer_norm(x))))
+    def _mlp(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.linear_2(torch.relu(self.linear_1(self.layer_norm(x))))
+        return out if mask is None else out * mask.to(out.dtype).unsqueeze(-1)
 
     def forward(
-        self, x: Act, mask: ActMask | None = None, chunk_size: int | None = None
+        self, x: Act, mask: ActMask | None = None, chunk_size: int | None = None,
+        add_into: torch.Tensor | None = None,
     ) -> Act:
         """Compute the update for ``x``.
 
@@ -240,17 +261,16 @@ class Transition(nn.Module):
             x: ``[*, N, C_in]`` activations (``[*, S, N, C_m]`` or ``[*, N, N, C_z]``).
             mask: ``[*, N]`` mask multiplied onto the output, or ``None`` (no multiply).
             chunk_size: if given, evaluate in slices of ``chunk_size`` along ``x.shape[:-2]``.
+            add_into: add the update into this tensor in place (autograd disabled), slice by
+                slice when chunking; usually ``x`` itself.
 
         Returns:
-            ``[*, N, C_in]`` update.
+            ``[*, N, C_in]`` update, or ``add_into`` updated.
         """
         if chunk_size is None:
-            out = self._mlp(x)
-        else:
-            out = chunk_layer(self._mlp, {"x": x}, chunk_size, x.dim() - 2)
-        if mask is not None:
-            out = out * mask.to(out.dtype).unsqueeze(-1)
-        return out
+            return deliver(self._mlp(x, mask), add_into)
+        inputs = {"x": x} if mask is None else {"x": x, "mask": mask}
+        return chunk_layer(self._mlp, inputs, chunk_size, x.dim() - 2, add_into=add_into)
 
 
 class OuterProductMean(nn.Module):
@@ -286,39 +306,61 @@ class OuterProductMean(nn.Module):
         outer = self.linear_out(outer.flatten(-2))  # [*, I, J, C_z]
         return (outer.float() / (norm + self.eps)).to(a.dtype)
 
+    def _project(self, m: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``linear_1/2(LN(m)) · mask`` for ``m [*, N, C_m]``, ``mask [*, N, 1]``."""
+        ln = self.layer_norm(m)
+        mask_act = mask.to(m.dtype)
+        return self.linear_1(ln) * mask_act, self.linear_2(ln) * mask_act
+
     def forward(
-        self, m: MsaAct, mask: MsaMask | None = None, chunk_size: int | None = None
+        self, m: MsaAct, mask: MsaMask | None = None, chunk_size: int | None = None,
+        add_into: torch.Tensor | None = None,
     ) -> PairAct:
         """Compute the pair update from the MSA.
 
         Args:
             m: ``[*, S, N, C_m]`` MSA representation.
             mask: ``[*, S, N]`` MSA mask (ones if ``None``).
-            chunk_size: if given, the outer product runs in slices of ``chunk_size`` residues ``i``.
+            chunk_size: if given, ``LN(m)`` and the projections run in slices of
+                ``chunk_size`` MSA rows and the outer product in slices of ``chunk_size``
+                residues ``i``.
+            add_into: add the update into this pair tensor in place (autograd disabled),
+                slice by slice when chunking.
 
         Returns:
-            ``[*, N, N, C_z]`` update.
+            ``[*, N, N, C_z]`` update, or ``add_into`` updated.
         """
         if mask is None:
             mask = m.new_ones(m.shape[:-1])
         mask = mask.unsqueeze(-1)  # [*, S, N, 1]
-        ln = self.layer_norm(m)
-        mask_act = mask.to(m.dtype)
-        a = (self.linear_1(ln) * mask_act).transpose(-2, -3)  # [*, N, S, C]
-        b = (self.linear_2(ln) * mask_act).transpose(-2, -3)  # [*, N, S, C]
+        if chunk_size is None:
+            a, b = self._project(m, mask)
+        else:  # LN(m) exists for one slice of rows at a time
+            a, b = chunk_layer(self._project, {"m": m, "mask": mask}, chunk_size, m.dim() - 2)
+        a, b = a.transpose(-2, -3), b.transpose(-2, -3)  # [*, N, S, C]
         mask_f = mask.float()
         norm = torch.einsum("...sic,...sjc->...ijc", mask_f, mask_f)  # [*, N, N, 1]
         if chunk_size is None:
-            return self._outer(a, b, norm)
+            return deliver(self._outer(a, b, norm), add_into)
         batch = a.shape[:-3]
         a_flat = a.reshape(-1, *a.shape[-3:])  # [B, N, S, C]
         b_flat = b.reshape(-1, *b.shape[-3:])
         norm_flat = norm.expand(*batch, *norm.shape[-3:]).reshape(-1, *norm.shape[-3:])
+        targets = None
+        if add_into is not None:
+            try:
+                targets = add_into.view(-1, *add_into.shape[-3:])  # [B, N, N, C_z]
+            except RuntimeError:
+                targets = None  # not viewable flat: the whole update is added at the end
         parts = [
             chunk_layer(partial(self._outer, b=b_flat[i]), {"a": a_flat[i], "norm": norm_flat[i]},
-                        chunk_size, 1)
+                        chunk_size, 1, add_into=None if targets is None else targets[i])
             for i in range(a_flat.shape[0])
         ]
+        if targets is not None:
+            return add_into
         if len(parts) == 1:
-            return parts[0].reshape(*batch, *parts[0].shape)
-        return torch.stack(parts).reshape(*batch, *parts[0].shape)  # [*, N, N, C_z]
+            out = parts[0].reshape(*batch, *parts[0].shape)
+        else:
+            out = torch.stack(parts).reshape(*batch, *parts[0].shape)  # [*, N, N, C_z]
+        return deliver(out, add_into)
