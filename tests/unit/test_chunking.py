@@ -349,8 +349,9 @@ def test_fp32_linear_slices_match_full_upcast():
 
 
 def test_model_auto_chunk_policy(monkeypatch):
-    """The model's ``chunk_size="auto"`` on a large GPU (issue workload: 1,024 extra rows): large
-    chunks bounded by the pair-size cap (≥ 1 GiB) rather than by the free memory."""
+    """The model's ``chunk_size="auto"`` on a large GPU (issue workload: 512 clusters, 1,024
+    extra rows): chunks bounded by the pair-size cap (≥ 256 MiB) rather than by the free
+    memory, the Evoformer and the extra MSA sized apart."""
     from types import SimpleNamespace
 
     from sparkfold.config import ModelConfig, RuntimeConfig
@@ -362,10 +363,12 @@ def test_model_auto_chunk_policy(monkeypatch):
                            config=ModelConfig.from_preset("model_3_ptm"),
                            trunk_dtype=torch.bfloat16)
     with kernels_backend("sdpa"):  # a fused attention backend, as bf16 on a GPU uses
-        sizes = {n: AlphaFold._chunk_size(stub, n, 1024, torch.device("cpu"))
-                 for n in (128, 256, 1024, 2048, 6144)}
-    # Short sequences: every residue axis whole; only the 1,024 extra rows go in 4 slices.
-    assert sizes[128] == sizes[256] == 256
+        sizes = {n: AlphaFold._chunk_size(stub, n, 512, torch.device("cpu"), n_extra=1024)
+                 for n in (128, 256, 512, 1024, 2048, 6144)}
+        evoformer_only = AlphaFold._chunk_size(stub, 256, 512, torch.device("cpu"))
+    # Short sequences: the floor (256 MiB) binds; the Evoformer's 512 x 256-channel columns
+    # (2 MB of intermediates each) bind before the extra MSA's 1,024 x 64.
+    assert sizes[128] == sizes[256] == 128 and sizes[512] == 64 and evoformer_only == 128
     assert sizes[1024] == 128 and sizes[2048] == 256  # the cap: 4x the pair representation
     assert sizes[6144] == 512  # a quarter of the usable free memory binds first
     stub.runtime = RuntimeConfig(chunk_size=64)

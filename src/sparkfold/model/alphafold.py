@@ -46,11 +46,12 @@ GRAPH_MAX_LENGTH = 512
 #: ``chunk_size="auto"`` grants one chunk's intermediates at most this multiple of the pair
 #: representation's size (never less than the floor), however much memory is free: long
 #: sequences are chunked even on a large GPU, in chunks large enough for efficient kernels
-#: (128 rows at N = 1024, bf16), which keeps the peak close to the resident state
-#: (benchmarks/RESULTS.md §3); short ones keep every residue axis whole (with 1,024 extra-MSA
-#: rows, only those rows go in slices of 256).
+#: (128 rows at N = 1024, bf16), which keeps the peak close to the resident state; short ones
+#: get small chunks too, so that a pass stays within AF2-JAX's memory at 256-512 residues
+#: (benchmarks/RESULTS.md §3). The Evoformer's MSA and the extra MSA (other widths and
+#: depths) are sized apart and the smaller chunk is used.
 CHUNK_BUDGET_PAIR_MULTIPLE = 4.0
-CHUNK_BUDGET_FLOOR = 1 << 30
+CHUNK_BUDGET_FLOOR = 256 << 20
 
 #: Submodules that run in the trunk dtype (bf16 under ``precision="bf16"``).
 TRUNK_MODULES = ("input_embedder", "recycling_embedder", "template_embedder",
@@ -185,17 +186,25 @@ class AlphaFold(nn.Module):
             return self.runtime.recycle_early_stop_tolerance
         return self.config.recycle_early_stop_tolerance
 
-    def _chunk_size(self, n_res: int, n_seq: int, device: torch.device) -> int | None:
+    def _chunk_size(self, n_res: int, n_seq: int, device: torch.device, n_extra: int = 0) -> int | None:
+        """The trunk's chunk size: the runtime's, or for ``"auto"`` the smaller of the sizes
+        that fit the Evoformer (``n_seq`` rows of ``c_m``) and the extra-MSA stack
+        (``n_extra`` rows of ``c_e``) into the chunk budget."""
         cs = self.runtime.chunk_size
-        if cs == "auto":
-            bytes_per = 2 if self.trunk_dtype == torch.bfloat16 else 4
-            ev = self.config.evoformer
-            pair_bytes = n_res * n_res * self.config.c_z * bytes_per
-            cap = max(CHUNK_BUDGET_FLOOR, int(CHUNK_BUDGET_PAIR_MULTIPLE * pair_bytes))
-            return auto_chunk_size(n_res, n_seq, device, num_heads=ev.num_heads_msa,
-                                   c_hidden_opm=ev.c_hidden_opm, bytes_per_element=bytes_per,
-                                   c_m=self.config.c_m, max_budget_bytes=cap)
-        return cs
+        if cs != "auto":
+            return cs
+        bytes_per = 2 if self.trunk_dtype == torch.bfloat16 else 4
+        pair_bytes = n_res * n_res * self.config.c_z * bytes_per
+        cap = max(CHUNK_BUDGET_FLOOR, int(CHUNK_BUDGET_PAIR_MULTIPLE * pair_bytes))
+        stacks = [(n_seq, self.config.c_m, self.config.evoformer)]
+        if n_extra and self.config.extra_msa_enabled:
+            stacks.append((n_extra, self.config.c_e, self.config.extra_msa_stack))
+        sizes = [auto_chunk_size(n_res, rows, device, num_heads=cfg.num_heads_msa,
+                                 c_hidden_opm=cfg.c_hidden_opm, bytes_per_element=bytes_per,
+                                 c_m=width, max_budget_bytes=cap)
+                 for rows, width, cfg in stacks if rows > 0]
+        sizes = [size for size in sizes if size is not None]
+        return min(sizes) if sizes else None
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: dict[str, torch.Tensor],
@@ -291,7 +300,7 @@ class AlphaFold(nn.Module):
         n_res = feats["target_feat"].shape[-2]
         n_extra = feats["extra_msa"].shape[-2] if "extra_msa" in feats else 0
         n_templ = feats["template_aatype"].shape[-2] if "template_aatype" in feats else 0
-        return self._chunk_size(n_res, max(n_seq + n_templ, n_extra), device)
+        return self._chunk_size(n_res, n_seq + n_templ, device, n_extra=n_extra)
 
     def _zero_prev(self, feats: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, ...]:
         """The recycled inputs of the first pass as explicit zeros (the eager path makes the

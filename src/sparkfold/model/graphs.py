@@ -43,6 +43,20 @@ def clone_outputs(obj):
     return obj
 
 
+_SIDE_STREAMS: dict = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    """One warm-up stream per device for every recording: libraries keep per-stream state
+    (cuBLAS allocates a workspace for each stream it runs on), so a new stream per recording
+    would leave one more workspace behind each time."""
+    key = (device.type, device.index if device.index is not None else torch.cuda.current_device())
+    stream = _SIDE_STREAMS.get(key)
+    if stream is None:
+        stream = _SIDE_STREAMS[key] = torch.cuda.Stream(device)
+    return stream
+
+
 class PassGraph:
     """One recorded pass ``fn(feats, prev)`` with static input buffers.
 
@@ -81,7 +95,7 @@ class PassGraph:
             self.graph.replay()
             return self.out
         device = self.prev[0].device
-        side = torch.cuda.Stream(device)
+        side = _side_stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             result = self.fn(self.feats, self.prev)
