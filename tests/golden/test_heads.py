@@ -122,3 +122,26 @@ def test_compute_iptm_only_counts_interchain_pairs():
 def test_confidence_from_bf16_logits_is_float32():
     logits = torch.randn(4, 50).bfloat16()
     assert compute_plddt(logits).dtype == torch.float32
+
+
+def test_pair_sized_confidence_in_row_blocks_matches_whole(monkeypatch):
+    """Blocks of one row (distogram symmetrised in place block pair by block pair; pTM and PAE
+    summed per row block) give the whole-tensor formulas' values."""
+    from sparkfold.model import confidence
+
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 9, 9, 64, generator=gen)
+    probs = torch.softmax(logits, dim=-1)
+    centres = confidence.aligned_error_bin_centers()
+    whole_pae = torch.sum(probs * centres, dim=-1)
+    whole_tm = compute_tm(logits)
+    monkeypatch.setattr(confidence, "BLOCK_BYTES", 1)  # one row (distogram: 3x3 blocks)
+    assert len(confidence.row_blocks(logits)) == 9
+    out = compute_predicted_aligned_error(logits)
+    torch.testing.assert_close(out["predicted_aligned_error"], whole_pae, rtol=1e-6, atol=1e-6)
+    assert torch.equal(out["aligned_confidence_probs"], probs)
+    torch.testing.assert_close(compute_tm(logits), whole_tm, rtol=1e-6, atol=1e-6)
+    sym = heads.symmetrise_(logits.clone())
+    assert torch.equal(sym, logits + logits.transpose(-2, -3))
+    monkeypatch.setattr(confidence, "BLOCK_BYTES", 4 * 64 * 4 * 9)  # 4 rows: 6x6 blocks
+    assert torch.equal(heads.symmetrise_(logits.clone()), logits + logits.transpose(-2, -3))

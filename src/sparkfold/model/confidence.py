@@ -6,12 +6,27 @@ computations run in float32 whatever the logits' dtype (softmax of bf16 logits l
 
 import torch
 
+#: Pair-sized confidence computations run in blocks of rows of about this many fp32 bytes, so
+#: that their [N, N, bins] temporaries (9.7 GB each at 6144 residues) never exist in full.
+BLOCK_BYTES = 256 << 20
+
 __all__ = [
+    "BLOCK_BYTES",
     "aligned_error_bin_centers",
     "compute_plddt",
     "compute_predicted_aligned_error",
     "compute_tm",
+    "row_blocks",
 ]
+
+
+def row_blocks(pair: torch.Tensor, block_bytes: int | None = None):
+    """Slices of the first residue axis of ``pair [*, N, N, B]`` covering about
+    ``block_bytes`` (default :data:`BLOCK_BYTES`) of fp32 each."""
+    n_rows = pair.shape[-3]
+    row_bytes = 4 * max(1, pair[..., :1, :, :].numel())
+    step = max(1, (BLOCK_BYTES if block_bytes is None else block_bytes) // row_bytes)
+    return [slice(i, i + step) for i in range(0, n_rows, step)]
 
 
 def compute_plddt(logits: torch.Tensor) -> torch.Tensor:
@@ -64,9 +79,12 @@ def compute_predicted_aligned_error(
     """
     centres = aligned_error_bin_centers(max_bin, num_bins, device=logits.device)  # [B]
     probs = torch.softmax(logits.float(), dim=-1)
+    pae = probs.new_empty(probs.shape[:-1])
+    for rows in row_blocks(probs):
+        pae[..., rows, :] = torch.sum(probs[..., rows, :, :] * centres, dim=-1)
     return {
         "aligned_confidence_probs": probs,
-        "predicted_aligned_error": torch.sum(probs * centres, dim=-1),
+        "predicted_aligned_error": pae,
         "max_predicted_aligned_error": centres[-1],
     }
 
@@ -106,8 +124,10 @@ def compute_tm(
     clipped_n = torch.clamp(residue_weights.sum(dim=-1), min=19)  # [*]
     d0 = 1.24 * (clipped_n - 15) ** (1.0 / 3) - 1.8  # [*]
     tm_per_bin = 1.0 / (1 + centres**2 / d0[..., None] ** 2)  # [*, B]
-    probs = torch.softmax(logits.float(), dim=-1)
-    predicted_tm_term = torch.sum(probs * tm_per_bin[..., None, None, :], dim=-1)  # [*, N, N]
+    predicted_tm_term = logits.new_empty(logits.shape[:-1], dtype=torch.float32)  # [*, N, N]
+    for rows in row_blocks(logits):
+        probs = torch.softmax(logits[..., rows, :, :].float(), dim=-1)
+        predicted_tm_term[..., rows, :] = torch.sum(probs * tm_per_bin[..., None, None, :], dim=-1)
 
     pair_mask = torch.ones_like(predicted_tm_term)  # [*, N, N]
     if interface:
