@@ -244,6 +244,43 @@ def test_recycling_embedder_zero_positions_set_no_bin():
     assert d[0, 1].sum() == 0 and d[0, 2].sum() == 0 and d[1, 2].sum() == 0
 
 
+@pytest.mark.parametrize("form", ["monomer", "chain"])
+def test_pair_embeddings_in_row_blocks_match_whole(monkeypatch, form):
+    """Row blocks (what long sequences get) give the whole-pair embeddings: the input
+    embedder's relative positions, and the recycling update added into z in place."""
+    from sparkfold.model import embedders
+
+    gen = torch.Generator().manual_seed(3)
+    emb = InputEmbedder(21, 49, c_z=6, c_m=5, relpos_k=4, relpos_form=form)
+    rec = RecyclingEmbedder(5, 6)
+    for module in (emb, rec):
+        with torch.no_grad():
+            for p in module.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen))
+    n = 9
+    tf, msa = torch.randn(n, 21, generator=gen), torch.randn(3, n, 49, generator=gen)
+    ri = torch.tensor([0, 1, 2, 5, 6, 7, 20, 21, 22])
+    chains = {} if form == "monomer" else {
+        "asym_id": torch.tensor([1, 1, 1, 1, 2, 2, 2, 3, 3]),
+        "entity_id": torch.tensor([1, 1, 1, 1, 1, 1, 1, 2, 2]),
+        "sym_id": torch.tensor([1, 1, 1, 1, 2, 2, 2, 1, 1])}
+    m_prev, z_prev = torch.randn(n, 5, generator=gen), torch.randn(n, n, 6, generator=gen)
+    x = torch.randn(n, 3, generator=gen) * 8
+    with torch.no_grad():
+        m_whole, z_whole = emb(tf, ri, msa, **chains)
+        m_upd, z_upd = rec(m_prev, z_prev, x)
+        monkeypatch.setattr(embedders, "PAIR_BLOCK_BYTES", 1)  # one row per block
+        m_rows, z_rows = emb(tf, ri, msa, **chains)
+        z_in = z_whole.clone()
+        m_upd2, z_out = rec(m_prev, z_prev, x, add_into=z_in)
+    assert torch.equal(m_rows, m_whole)
+    torch.testing.assert_close(z_rows, z_whole, rtol=1e-6, atol=1e-6)
+    assert z_out is z_in and torch.equal(m_upd2, m_upd)
+    torch.testing.assert_close(z_out, z_whole + z_upd, rtol=1e-6, atol=1e-6)
+    with pytest.raises(RuntimeError, match="autograd disabled"):
+        rec(m_prev, z_prev, x, add_into=z_whole.clone().requires_grad_())
+
+
 # ------------------------------------------------------------------------ block variants
 def test_template_block_tri_mul_first_order():
     arrays, meta = load_module_fixture("template_pair_stack_block")

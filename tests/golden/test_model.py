@@ -75,6 +75,21 @@ def _capture(model):
         "structure_module": lambda o: [("/positions", o["positions"])],
     }
     handles = []
+    # Without autograd the model has the recycling embedder add its pair update into z
+    # (``add_into``): the update is the output less z as it was before the call.
+    before: dict[str, torch.Tensor | None] = {}
+
+    def recycling_pre(module, args, kwargs):
+        target = kwargs.get("add_into")
+        before["z"] = None if target is None else target.detach().clone()
+
+    def recycling_post(module, args, kwargs, output):
+        m_update, z = output
+        record("recycling_embedder", tuple_parts((m_update, z if before["z"] is None else z - before["z"])))
+
+    handles.append(model.recycling_embedder.register_forward_pre_hook(recycling_pre, with_kwargs=True))
+    handles.append(model.recycling_embedder.register_forward_hook(recycling_post, with_kwargs=True))
+    del hooks["recycling_embedder"]
     for name, unpack in hooks.items():
         module = getattr(model, name, None)
         if module is not None:

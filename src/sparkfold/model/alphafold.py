@@ -379,10 +379,14 @@ class AlphaFold(nn.Module):
             z_prev = z.new_zeros(batch_dims + (n_res, n_res, self.config.c_z))
             x_prev = torch.zeros(batch_dims + (n_res, rc.atom_type_num, 3), device=z.device)
         pb_prev = pseudo_beta(feats["aatype"], x_prev.float())
-        m_1_emb, z_emb = self.recycling_embedder(m_1_prev, z_prev, pb_prev)
+        if torch.is_grad_enabled():
+            m_1_emb, z_emb = self.recycling_embedder(m_1_prev, z_prev, pb_prev)
+            z = z + z_emb
+            del z_emb
+        else:  # added into z block by block: no pair-sized update
+            m_1_emb, z = self.recycling_embedder(m_1_prev, z_prev, pb_prev, add_into=z)
         m[..., 0, :, :] = m[..., 0, :, :] + m_1_emb
-        z = z + z_emb
-        del m_1_prev, z_prev, x_prev, m_1_emb, z_emb
+        del m_1_prev, z_prev, x_prev, m_1_emb
 
         # Alg. 2 L7-13: templates, only when the batch carries template features.
         if self.template_embedder is not None and any(k.startswith("template_") for k in feats):

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from sparkfold.model.chunking import residual_add
 from sparkfold.model.primitives import LayerNorm, Linear
 from sparkfold.typing import MsaAct, MsaFeat, PairAct, ResidueAct, ResidueIndex, ResiduePoints
 
@@ -29,19 +30,31 @@ __all__ = [
 #: one-hot classes of an MSA token (20 amino acids, X, gap, mask).
 MSA_NUM_CLASSES = 23
 
+#: The pair embeddings (relative positions, recycled distogram) are made in blocks of rows of
+#: about this many bytes of temporaries: whole, their one-hot features alone take 29 GB at
+#: 6144 residues (int64 one-hot of 65 classes, then its float copy).
+PAIR_BLOCK_BYTES = 256 << 20
 
-def relpos_monomer_features(residue_index: torch.Tensor, relpos_k: int) -> torch.Tensor:
+
+def _row_blocks(n_rows: int, bytes_per_row: int) -> list[slice]:
+    step = max(1, PAIR_BLOCK_BYTES // max(1, bytes_per_row))
+    return [slice(i, i + step) for i in range(0, n_rows, step)]
+
+
+def relpos_monomer_features(residue_index: torch.Tensor, relpos_k: int,
+                            rows: slice = slice(None)) -> torch.Tensor:
     """One-hot relative position of AF2 Suppl. Alg. 4 "relpos".
 
     Args:
         residue_index: ``[*, N]`` integer (or integral float) residue numbers.
         relpos_k: clipping window; offsets are clipped to ``[-k, k]``.
+        rows: the residues ``i`` to make features for (default all).
 
     Returns:
-        ``[*, N, N, 2k+1]`` float32 one-hot of ``clip(ri_i - ri_j, -k, k) + k``.
+        ``[*, N_rows, N, 2k+1]`` float32 one-hot of ``clip(ri_i - ri_j, -k, k) + k``.
     """
     ri = residue_index.long()
-    d = ri[..., :, None] - ri[..., None, :]  # [*, N, N]
+    d = ri[..., rows, None] - ri[..., None, :]  # [*, N_rows, N]
     # DEVIATION: OpenFold takes argmin |d - b| over bins b in [-k, k] on float residue
     # numbers; that is exactly clip(d, -k, k) + k (ties impossible), computed here in integers.
     idx = torch.clamp(d, -relpos_k, relpos_k) + relpos_k
@@ -55,6 +68,7 @@ def relpos_chain_features(
     sym_id: torch.Tensor,
     relpos_k: int,
     max_relative_chain: int,
+    rows: slice = slice(None),
 ) -> torch.Tensor:
     """Chain-aware relative-position features, AF-Multimer Sec. 2.2.4 (Alg. 4 "relpos" extended).
 
@@ -70,20 +84,21 @@ def relpos_chain_features(
         sym_id: ``[*, N]`` copy number within the entity.
         relpos_k: residue clipping window ``k`` (32).
         max_relative_chain: chain clipping window ``c`` (2).
+        rows: the residues ``i`` to make features for (default all).
 
     Returns:
-        ``[*, N, N, 2k+2 + 1 + 2c+2]`` float32.
+        ``[*, N_rows, N, 2k+2 + 1 + 2c+2]`` float32.
     """
     k, c = relpos_k, max_relative_chain
     ri = residue_index.long()
-    same_chain = asym_id[..., :, None] == asym_id[..., None, :]  # [*, N, N]
-    offset = torch.clamp(ri[..., :, None] - ri[..., None, :] + k, 0, 2 * k)
+    same_chain = asym_id[..., rows, None] == asym_id[..., None, :]  # [*, N_rows, N]
+    offset = torch.clamp(ri[..., rows, None] - ri[..., None, :] + k, 0, 2 * k)
     offset = torch.where(same_chain, offset, torch.full_like(offset, 2 * k + 1))
     rel_pos = nn.functional.one_hot(offset, 2 * k + 2).float()  # [*, N, N, 2k+2]
 
-    same_entity = entity_id[..., :, None] == entity_id[..., None, :]  # [*, N, N]
+    same_entity = entity_id[..., rows, None] == entity_id[..., None, :]  # [*, N_rows, N]
     sym = sym_id.long()
-    rel_chain = torch.clamp(sym[..., :, None] - sym[..., None, :] + c, 0, 2 * c)
+    rel_chain = torch.clamp(sym[..., rows, None] - sym[..., None, :] + c, 0, 2 * c)
     rel_chain = torch.where(same_entity, rel_chain, torch.full_like(rel_chain, 2 * c + 1))
     rel_chain_1hot = nn.functional.one_hot(rel_chain, 2 * c + 2).float()  # [*, N, N, 2c+2]
     return torch.cat([rel_pos, same_entity[..., None].float(), rel_chain_1hot], dim=-1)
@@ -155,10 +170,12 @@ class InputEmbedder(nn.Module):
         asym_id: torch.Tensor | None = None,
         entity_id: torch.Tensor | None = None,
         sym_id: torch.Tensor | None = None,
+        rows: slice = slice(None),
     ) -> torch.Tensor:
-        """Relative-position pair embedding ``[*, N, N, c_z]`` (Alg. 4 "relpos")."""
+        """Relative-position pair embedding ``[*, N_rows, N, c_z]`` (Alg. 4 "relpos") of the
+        residues ``rows`` (default all)."""
         if self.relpos_form == "monomer":
-            feats = relpos_monomer_features(residue_index, self.relpos_k)
+            feats = relpos_monomer_features(residue_index, self.relpos_k, rows)
         else:
             if asym_id is None or entity_id is None or sym_id is None:
                 raise ValueError(
@@ -166,7 +183,8 @@ class InputEmbedder(nn.Module):
                     "pass the multimer features (or build the embedder with relpos_form='monomer')"
                 )
             feats = relpos_chain_features(
-                residue_index, asym_id, entity_id, sym_id, self.relpos_k, self.max_relative_chain
+                residue_index, asym_id, entity_id, sym_id, self.relpos_k, self.max_relative_chain,
+                rows,
             )
         return self.linear_relpos(feats.to(self.linear_relpos.weight.dtype))
 
@@ -197,14 +215,24 @@ class InputEmbedder(nn.Module):
             )
         tf_emb_i = self.linear_tf_z_i(tf)  # [*, N, c_z]
         tf_emb_j = self.linear_tf_z_j(tf)  # [*, N, c_z]
-        rel = self.relpos(ri, asym_id, entity_id, sym_id).to(tf_emb_i.dtype)  # [*, N, N, c_z]
-        # Summation order follows OpenFold's (monomer: relpos first; multimer: relpos last).
-        if self.relpos_form == "monomer":
-            z = rel + tf_emb_i[..., :, None, :]
-            z = z + tf_emb_j[..., None, :, :]  # [*, N, N, c_z]
-        else:
-            z = tf_emb_i[..., :, None, :] + tf_emb_j[..., None, :, :]
-            z = z + rel  # [*, N, N, c_z]
+        n = tf.shape[-2]
+        z = None
+        # Row blocks: the one-hot features exist for one block at a time.
+        for rows in _row_blocks(n, n * 12 * (2 * self.relpos_k + 12)):
+            rel = self.relpos(ri, asym_id, entity_id, sym_id, rows).to(tf_emb_i.dtype)
+            # Summation order follows OpenFold's (monomer: relpos first; multimer: relpos last).
+            if self.relpos_form == "monomer":
+                block = rel + tf_emb_i[..., rows, None, :]
+                block = block + tf_emb_j[..., None, :, :]  # [*, N_rows, N, c_z]
+            else:
+                block = tf_emb_i[..., rows, None, :] + tf_emb_j[..., None, :, :]
+                block = block + rel  # [*, N_rows, N, c_z]
+            if block.shape[-3] == n:
+                z = block
+                break
+            if z is None:
+                z = block.new_empty(block.shape[:-3] + (n,) + block.shape[-2:])
+            z[..., rows, :, :] = block
 
         tf_m = self.linear_tf_m(tf).unsqueeze(-3)  # [*, 1, N, c_m]
         m = self.linear_msa_m(msa) + tf_m  # [*, S, N, c_m]
@@ -254,8 +282,9 @@ class RecyclingEmbedder(nn.Module):
         return cls(cfg.c_m, cfg.c_z, min_bin=rc.min_bin, max_bin=rc.max_bin,
                    num_bins=rc.num_bins, inf=rc.inf)
 
-    def distogram(self, x: torch.Tensor) -> torch.Tensor:
-        """One-hot squared-distance bins ``[*, N, N, num_bins]`` (float32) of positions ``[*, N, 3]``."""
+    def distogram(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """One-hot squared-distance bins ``[*, N_rows, N, num_bins]`` (float32) of positions
+        ``[*, N, 3]``, for the residues ``rows`` (default all)."""
         # DEVIATION: distances and bin edges are always computed in fp32 (OpenFold uses x's dtype),
         # so a bf16 run puts each pair in the same bin as the fp32 run.
         x = x.float()
@@ -263,11 +292,16 @@ class RecyclingEmbedder(nn.Module):
             self.min_bin, self.max_bin, self.num_bins, dtype=torch.float32, device=x.device
         ) ** 2
         upper = torch.cat([lower[1:], torch.full((1,), self.inf, dtype=lower.dtype, device=lower.device)])
-        d = torch.sum((x[..., :, None, :] - x[..., None, :, :]) ** 2, dim=-1, keepdim=True)  # [*, N, N, 1]
+        d = torch.sum((x[..., rows, None, :] - x[..., None, :, :]) ** 2, dim=-1, keepdim=True)  # [*, N_rows, N, 1]
         return ((d > lower) & (d < upper)).float()  # [*, N, N, num_bins]
 
+    def _pair_update(self, z: torch.Tensor, x: torch.Tensor, rows: slice) -> torch.Tensor:
+        z_update = self.layer_norm_z(z[..., rows, :, :])
+        d = self.linear(self.distogram(x, rows).to(self.linear.weight.dtype))  # [*, N_rows, N, c_z]
+        return d.to(z_update.dtype) + z_update
+
     def forward(
-        self, m: ResidueAct, z: PairAct, x: ResiduePoints
+        self, m: ResidueAct, z: PairAct, x: ResiduePoints, add_into: torch.Tensor | None = None
     ) -> tuple[ResidueAct, PairAct]:
         """Recycling updates.
 
@@ -275,16 +309,21 @@ class RecyclingEmbedder(nn.Module):
             m: ``[*, N, c_m]`` previous first MSA row.
             z: ``[*, N, N, c_z]`` previous pair representation.
             x: ``[*, N, 3]`` previous pseudo-β positions.
+            add_into: the new pair representation: the pair update is added into it in place
+                (autograd disabled), block of rows by block, and it is returned instead.
 
         Returns:
             ``(m_update [*, N, c_m], z_update [*, N, N, c_z])``; the caller adds ``m_update`` to
-            MSA row 0 and ``z_update`` to the pair representation.
+            MSA row 0 and ``z_update`` to the pair representation (with ``add_into``: that
+            representation, updated).
         """
         m_update = self.layer_norm_m(m)
-        z_update = self.layer_norm_z(z)
-        d = self.linear(self.distogram(x).to(self.linear.weight.dtype))  # [*, N, N, c_z]
-        z_update = d.to(z_update.dtype) + z_update
-        return m_update, z_update
+        if add_into is None:
+            return m_update, self._pair_update(z, x, slice(None))
+        n = z.shape[-2]
+        for rows in _row_blocks(z.shape[-3], n * (self.c_z * 8 + self.num_bins * 12)):
+            residual_add(add_into[..., rows, :, :], self._pair_update(z, x, rows), True)
+        return m_update, add_into
 
 
 class ExtraMSAEmbedder(nn.Module):
