@@ -157,15 +157,20 @@ def _module_cases():
     }
 
 
+def _module_case(name, batch, seed):
+    """A randomised module of :func:`_module_cases`, its call and inputs ``(m, z, mm, pm)``."""
+    mod, call = _module_cases()[name]
+    _randomize(mod, seed=zlib.crc32(name.encode()) % 1000)
+    gen = torch.Generator().manual_seed(seed)
+    m = torch.randn(*batch, S, N, C_M, generator=gen)
+    z = torch.randn(*batch, N, N, C_Z, generator=gen)
+    return mod, call, (m, z, _mask((*batch, S, N), gen), _mask((*batch, N, N), gen))
+
+
 @pytest.mark.parametrize("batch", [(), (2,)], ids=["nobatch", "batch2"])
 @pytest.mark.parametrize("name", sorted(_module_cases()))
 def test_module_chunked_equals_unchunked(name, batch):
-    mod, call = _module_cases()[name]
-    _randomize(mod, seed=zlib.crc32(name.encode()) % 1000)
-    gen = torch.Generator().manual_seed(1)
-    m = torch.randn(*batch, S, N, C_M, generator=gen)
-    z = torch.randn(*batch, N, N, C_Z, generator=gen)
-    mm, pm = _mask((*batch, S, N), gen), _mask((*batch, N, N), gen)
+    mod, call, (m, z, mm, pm) = _module_case(name, batch, seed=1)
     with torch.no_grad():
         ref = call(mod, m, z, mm, pm, None)
         for cs in (1, 3, 64):
@@ -188,12 +193,7 @@ def test_module_adds_into_its_residual_stream_in_place(name, batch):
     """``add_into=x`` (the input itself, as the blocks pass it) gives ``x + update`` exactly,
     chunked (slice by slice; with a leading batch the transposed targets cannot be viewed
     flat and take the whole-update path) or not, and writes into ``x``'s memory."""
-    mod, call = _module_cases()[name]
-    _randomize(mod, seed=zlib.crc32(name.encode()) % 1000)
-    gen = torch.Generator().manual_seed(2)
-    m = torch.randn(*batch, S, N, C_M, generator=gen)
-    z = torch.randn(*batch, N, N, C_Z, generator=gen)
-    mm, pm = _mask((*batch, S, N), gen), _mask((*batch, N, N), gen)
+    mod, call, (m, z, mm, pm) = _module_case(name, batch, seed=2)
     with torch.no_grad():
         for cs in (None, 1, 3):
             expected = {"m": m, "z": z}[_STREAM[name]] + call(mod, m, z, mm, pm, cs)

@@ -15,6 +15,8 @@ from sparkfold.model.primitives import (
     LayerNorm,
     Linear,
     aligned_keys,
+    chunked_in_frame,
+    deliver_in_frame,
     linear_channel_first,
 )
 from sparkfold.typing import MsaAct, MsaMask, PairAct
@@ -90,21 +92,13 @@ class _MSAAttention(nn.Module):
             biases.append(aligned_keys(bias).unsqueeze(-4))  # [*, 1, H, N, N]
         if chunk_size is None:
             m = kernels.contiguous(self.layer_norm_m(m))  # [*, B, K, C_m] in the attended frame
-            out = self.mha.self_attention(m, biases)
-        else:  # each slice is normalised (in the attended frame) when it is attended
-            inputs = {"m": m, "mask_bias": mask_bias}
-            if len(biases) > 1:
-                inputs["pair_bias"] = biases[1]
-            if add_into is not None:
-                target = add_into.transpose(-2, -3) if transpose else add_into
-                chunk_layer(self._normalise_and_attend, inputs, chunk_size, m.dim() - 2, add_into=target)
-                return add_into
-            out = chunk_layer(self._normalise_and_attend, inputs, chunk_size, m.dim() - 2)
-        if transpose:
-            out = out.transpose(-2, -3)
-            if add_into is None:
-                out = kernels.contiguous(out)
-        return deliver(out, add_into)
+            return deliver_in_frame(self.mha.self_attention(m, biases), transpose, add_into)
+        # Each slice is normalised (in the attended frame) when it is attended.
+        inputs = {"m": m, "mask_bias": mask_bias}
+        if len(biases) > 1:
+            inputs["pair_bias"] = biases[1]
+        return chunked_in_frame(self._normalise_and_attend, inputs, chunk_size, m.dim() - 2,
+                                transpose, add_into)
 
 
 class MSARowAttentionWithPairBias(_MSAAttention):

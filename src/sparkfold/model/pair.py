@@ -18,6 +18,8 @@ from sparkfold.model.primitives import (
     LayerNorm,
     Linear,
     aligned_keys,
+    chunked_in_frame,
+    deliver_in_frame,
     fused_weight,
     linear_channel_first,
 )
@@ -211,22 +213,14 @@ class TriangleAttention(nn.Module):
             x = kernels.contiguous(self.layer_norm(x))  # [*, Q-rows, K, C] in the attended frame
             tri_bias = linear_channel_first(x, self.linear.weight)  # [*, H, Q, K]
             out = self.mha.self_attention(x, [mask_bias, aligned_keys(tri_bias).unsqueeze(-4)])
-        else:
-            # LN(x) is never stored whole: the bias is made from row slices of it, and each
-            # slice of rows is normalised again (in the attended frame) when it is attended.
-            tri_bias = linear_channel_first(x, self.linear.weight, row_chunk=chunk_size,
-                                            fn=self.layer_norm)  # [*, H, Q, K]
-            inputs = {"x": x, "mask_bias": mask_bias, "tri_bias": aligned_keys(tri_bias).unsqueeze(-4)}
-            if add_into is not None:
-                target = add_into.transpose(-2, -3) if ending else add_into
-                chunk_layer(self._normalise_and_attend, inputs, chunk_size, x.dim() - 2, add_into=target)
-                return add_into
-            out = chunk_layer(self._normalise_and_attend, inputs, chunk_size, x.dim() - 2)
-        if ending:
-            out = out.transpose(-2, -3)  # [*, I, J, C]
-            if add_into is None:
-                out = kernels.contiguous(out)
-        return deliver(out, add_into)
+            return deliver_in_frame(out, ending, add_into)  # [*, I, J, C]
+        # LN(x) is never stored whole: the bias is made from row slices of it, and each slice
+        # of rows is normalised again (in the attended frame) when it is attended.
+        tri_bias = linear_channel_first(x, self.linear.weight, row_chunk=chunk_size,
+                                        fn=self.layer_norm)  # [*, H, Q, K]
+        inputs = {"x": x, "mask_bias": mask_bias, "tri_bias": aligned_keys(tri_bias).unsqueeze(-4)}
+        return chunked_in_frame(self._normalise_and_attend, inputs, chunk_size, x.dim() - 2,
+                                ending, add_into)
 
 
 class Transition(nn.Module):

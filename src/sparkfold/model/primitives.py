@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sparkfold.model import kernels
+from sparkfold.model.chunking import chunk_layer, deliver
 
 InitScheme = Literal["default", "relu", "glorot", "gating", "normal", "final"]
 
@@ -202,6 +203,29 @@ def fp32_linear(linear: nn.Linear, x: torch.Tensor, slice_bytes: int = 64 << 20)
     for i in range(0, x2.shape[0], step):
         out[i:i + step] = linear(x2[i:i + step].float())
     return out.reshape(*x.shape[:-1], -1)
+
+
+def deliver_in_frame(out: torch.Tensor, transposed: bool, add_into: torch.Tensor | None) -> torch.Tensor:
+    """An update computed in the attended frame (the last two batch axes swapped when
+    ``transposed``: column and ending-node attention) returned in the caller's frame, dense,
+    or added into ``add_into`` (see :func:`~sparkfold.model.chunking.deliver`)."""
+    if transposed:
+        out = out.transpose(-2, -3)
+        if add_into is None:
+            out = kernels.contiguous(out)
+    return deliver(out, add_into)
+
+
+def chunked_in_frame(fn, inputs: dict, chunk_size: int, num_batch_dims: int, transposed: bool,
+                     add_into: torch.Tensor | None) -> torch.Tensor:
+    """:func:`~sparkfold.model.chunking.chunk_layer` of an attention computed in the attended
+    frame; with ``add_into`` each slice goes straight into the matching slice of the caller's
+    tensor (through a transposed view when ``transposed``)."""
+    if add_into is None:
+        return deliver_in_frame(chunk_layer(fn, inputs, chunk_size, num_batch_dims), transposed, None)
+    target = add_into.transpose(-2, -3) if transposed else add_into
+    chunk_layer(fn, inputs, chunk_size, num_batch_dims, add_into=target)
+    return add_into
 
 
 class Attention(nn.Module):
