@@ -30,8 +30,9 @@ def symmetrise_(logits: torch.Tensor) -> torch.Tensor:
     pair of blocks at a time: no second [N, N, B] tensor (9.7 GB in fp32 at 6144 residues).
     Each element is the same sum as the out-of-place form (autograd disabled)."""
     n = logits.shape[-2]
-    step = row_blocks(logits)[0].stop  # rows per block; square blocks of step x step
-    step = max(1, int((step * n) ** 0.5)) if step < n else n
+    rows = row_blocks(logits)[0].stop  # full rows per block of the budget
+    # Square blocks of side ``step`` holding about as much as ``rows`` full rows.
+    step = n if rows >= n else max(1, int((rows * n) ** 0.5))
     for i in range(0, n, step):
         for j in range(i, n, step):
             upper = logits[..., i:i + step, j:j + step, :]
