@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["auto_chunk_size", "chunk_layer", "deliver", "residual_add"]
+__all__ = ["auto_chunk_size", "chunk_layer", "deliver", "residual_add", "row_slices"]
 
 
 def _flat_batch_inputs(
@@ -106,6 +106,7 @@ def chunk_layer(
         raise ValueError("chunk_layer needs at least one input tensor to slice")
     batch_shape, prepared = _flat_batch_inputs(inputs, num_batch_dims)
     total = math.prod(batch_shape)
+    target = None
     if add_into is not None:
         _check_inplace(add_into)
         if add_into.shape[:num_batch_dims] != batch_shape:
@@ -115,15 +116,6 @@ def chunk_layer(
             target = add_into.view(total, *add_into.shape[num_batch_dims:])
         except RuntimeError:  # not viewable flat: make the whole result, then add
             return residual_add(add_into, chunk_layer(fn, inputs, chunk_size, num_batch_dims), True)
-        for start in range(0, total, chunk_size):
-            end = min(start + chunk_size, total)
-            result = fn(**{name: _select(kind, t, start, end, batch_shape)
-                           for name, (kind, t) in prepared.items()})
-            if not isinstance(result, torch.Tensor) or result.shape != target[start:end].shape:
-                raise ValueError("chunk_layer: with add_into, fn must return one tensor shaped like "
-                                 f"the target slice {tuple(target[start:end].shape)}")
-            target[start:end].add_(result)
-        return add_into
 
     outs: list[torch.Tensor] | None = None
     structure: Any = None
@@ -133,6 +125,12 @@ def chunk_layer(
             name: _select(kind, t, start, end, batch_shape) for name, (kind, t) in prepared.items()
         }
         result = fn(**chunk)
+        if target is not None:
+            if not isinstance(result, torch.Tensor) or result.shape != target[start:end].shape:
+                raise ValueError("chunk_layer: with add_into, fn must return one tensor shaped like "
+                                 f"the target slice {tuple(target[start:end].shape)}")
+            target[start:end].add_(result)
+            continue
         if isinstance(result, torch.Tensor):
             structure, flat = "tensor", [result]
         elif isinstance(result, (tuple, list)):
@@ -152,6 +150,8 @@ def chunk_layer(
                     "every output must keep the flattened batch dim"
                 )
             buf[start:end] = o
+    if target is not None:
+        return add_into
     assert outs is not None
     outs = [o.reshape(*batch_shape, *o.shape[1:]) for o in outs]
     if structure == "tensor":
@@ -185,6 +185,14 @@ def deliver(update: torch.Tensor, add_into: torch.Tensor | None) -> torch.Tensor
     """What a module with an ``add_into`` argument returns: its ``update``, or ``add_into``
     with the update added in place (autograd disabled)."""
     return update if add_into is None else residual_add(add_into, update, True)
+
+
+def row_slices(n_rows: int, bytes_per_row: int, budget_bytes: int) -> list[slice]:
+    """Consecutive slices of ``n_rows`` rows, each of at most ``budget_bytes`` of temporaries
+    at ``bytes_per_row`` (at least one row per slice): the blocks in which pair-sized work
+    outside the trunk (embeddings, structure module, heads) is done."""
+    step = max(1, budget_bytes // max(1, bytes_per_row))
+    return [slice(i, i + step) for i in range(0, n_rows, step)]
 
 
 # --------------------------------------------------------------------------- chunk-size heuristic

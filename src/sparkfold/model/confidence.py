@@ -6,6 +6,8 @@ computations run in float32 whatever the logits' dtype (softmax of bf16 logits l
 
 import torch
 
+from sparkfold.model.chunking import row_slices
+
 #: Pair-sized confidence computations run in blocks of rows of about this many fp32 bytes, so
 #: that their [N, N, bins] temporaries (9.7 GB each at 6144 residues) never exist in full.
 BLOCK_BYTES = 256 << 20
@@ -23,10 +25,8 @@ __all__ = [
 def row_blocks(pair: torch.Tensor, block_bytes: int | None = None):
     """Slices of the first residue axis of ``pair [*, N, N, B]`` covering about
     ``block_bytes`` (default :data:`BLOCK_BYTES`) of fp32 each."""
-    n_rows = pair.shape[-3]
-    row_bytes = 4 * max(1, pair[..., :1, :, :].numel())
-    step = max(1, (BLOCK_BYTES if block_bytes is None else block_bytes) // row_bytes)
-    return [slice(i, i + step) for i in range(0, n_rows, step)]
+    row_bytes = 4 * pair[..., :1, :, :].numel()
+    return row_slices(pair.shape[-3], row_bytes, BLOCK_BYTES if block_bytes is None else block_bytes)
 
 
 def compute_plddt(logits: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from sparkfold.model.chunking import residual_add
+from sparkfold.model.chunking import residual_add, row_slices
 from sparkfold.model.primitives import LayerNorm, Linear
 from sparkfold.typing import MsaAct, MsaFeat, PairAct, ResidueAct, ResidueIndex, ResiduePoints
 
@@ -34,11 +34,6 @@ MSA_NUM_CLASSES = 23
 #: about this many bytes of temporaries: whole, their one-hot features alone take 29 GB at
 #: 6144 residues (int64 one-hot of 65 classes, then its float copy).
 PAIR_BLOCK_BYTES = 256 << 20
-
-
-def _row_blocks(n_rows: int, bytes_per_row: int) -> list[slice]:
-    step = max(1, PAIR_BLOCK_BYTES // max(1, bytes_per_row))
-    return [slice(i, i + step) for i in range(0, n_rows, step)]
 
 
 def relpos_monomer_features(residue_index: torch.Tensor, relpos_k: int,
@@ -218,7 +213,7 @@ class InputEmbedder(nn.Module):
         n = tf.shape[-2]
         z = None
         # Row blocks: the one-hot features exist for one block at a time.
-        for rows in _row_blocks(n, n * 12 * (2 * self.relpos_k + 12)):
+        for rows in row_slices(n, n * 12 * (2 * self.relpos_k + 12), PAIR_BLOCK_BYTES):
             rel = self.relpos(ri, asym_id, entity_id, sym_id, rows).to(tf_emb_i.dtype)
             # Summation order follows OpenFold's (monomer: relpos first; multimer: relpos last).
             if self.relpos_form == "monomer":
@@ -321,7 +316,7 @@ class RecyclingEmbedder(nn.Module):
         if add_into is None:
             return m_update, self._pair_update(z, x, slice(None))
         n = z.shape[-2]
-        for rows in _row_blocks(z.shape[-3], n * (self.c_z * 8 + self.num_bins * 12)):
+        for rows in row_slices(z.shape[-3], n * (self.c_z * 8 + self.num_bins * 12), PAIR_BLOCK_BYTES):
             residual_add(add_into[..., rows, :, :], self._pair_update(z, x, rows), True)
         return m_update, add_into
 

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from sparkfold.model import kernels
-from sparkfold.model.chunking import chunk_layer, deliver
 from sparkfold.model.primitives import (
     Attention,
     LayerNorm,
@@ -244,12 +243,7 @@ class MSAColumnGlobalAttention(nn.Module):
         mask = mask.to(m.dtype).transpose(-1, -2)  # [*, N, S]
         m = m.transpose(-2, -3)  # [*, N, S, C]
         if chunk_size is None:
-            out = self.global_attention(self.layer_norm_m(m), mask)
-        else:  # each slice of columns is normalised when it is attended
-            inputs = {"m": m, "mask": mask}
-            if add_into is not None:
-                chunk_layer(self._normalise_and_attend, inputs, chunk_size, m.dim() - 2,
-                            add_into=add_into.transpose(-2, -3))
-                return add_into
-            out = chunk_layer(self._normalise_and_attend, inputs, chunk_size, m.dim() - 2)
-        return deliver(out.transpose(-2, -3), add_into)  # [*, S, N, C]
+            return deliver_in_frame(self.global_attention(self.layer_norm_m(m), mask), True, add_into)
+        # Each slice of columns is normalised when it is attended.
+        return chunked_in_frame(self._normalise_and_attend, {"m": m, "mask": mask}, chunk_size,
+                                m.dim() - 2, True, add_into)  # [*, S, N, C]

@@ -27,6 +27,7 @@ from sparkfold.allatom import (
     torsion_angles_to_frames,
 )
 from sparkfold.geometry import Rigid, Rotation
+from sparkfold.model.chunking import row_slices
 from sparkfold.model.primitives import LayerNorm, Linear
 
 __all__ = [
@@ -76,17 +77,15 @@ class NormalisedPair:
                  block_bytes: int = PAIR_BLOCK_BYTES):
         self.pair = pair
         self.layer_norm = layer_norm
-        row_bytes = pair.shape[-2] * pair.shape[-1] * 4
-        self.block_rows = max(1, block_bytes // max(1, row_bytes))
+        self.slices = row_slices(pair.shape[-3], pair.shape[-2] * pair.shape[-1] * 4, block_bytes)
 
     def blocks(self):
         """Yield ``(start, rows)``: ``rows`` is ``LN_z(pair[..., start:start + r, :, :])``."""
-        n = self.pair.shape[-3]
-        for start in range(0, n, self.block_rows):
-            rows = self.pair[..., start:start + self.block_rows, :, :]
+        for rows in self.slices:
+            block = self.pair[..., rows, :, :]
             if self.layer_norm is not None:
-                rows = self.layer_norm(rows.to(self.layer_norm.weight.dtype))
-            yield start, rows
+                block = self.layer_norm(block.to(self.layer_norm.weight.dtype))
+            yield rows.start, block
 
 
 def _linear_fp32(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
