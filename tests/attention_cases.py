@@ -16,6 +16,8 @@ def attention_cases(device, dtype, gen):
     mask = (torch.rand(s, n, generator=gen) > 0.25).float()
     mask[1] = 0.0  # a fully masked row
     mb = mask_bias(mask).to(device=device, dtype=dtype)
+    even_mask = (torch.rand(2, 64, generator=gen) > 0.25).float()
+    even_mask[1] = 0.0
     cases = [
         # MSA row attention with pair bias: key-mask [S,1,1,N] + pair bias [1,H,N,N].
         ("row_pair_bias", rnd(s, h, n, c), rnd(s, h, n, c), rnd(s, h, n, c),
@@ -33,6 +35,11 @@ def attention_cases(device, dtype, gen):
         # No bias at all, and a full bias only.
         ("plain", rnd(3, h, n, c), rnd(3, h, 17, c), rnd(3, h, 17, 24), []),
         ("full_bias", rnd(3, h, n, c), rnd(3, h, n, c), rnd(3, h, n, c), [rnd(3, h, n, n)]),
+        # Lengths that are multiples of every block size (no bounds checks in the fast
+        # kernels), with hard-masked keys and a fully masked row.
+        ("row_pair_bias_even", rnd(2, h, 64, c), rnd(2, h, 64, c), rnd(2, h, 64, c),
+         [mask_bias(even_mask).to(device=device, dtype=dtype)[:, None, None, :],
+          rnd(1, h, 64, 64)]),
     ]
     return cases
 

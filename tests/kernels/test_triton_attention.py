@@ -69,12 +69,16 @@ def test_strided_views_and_long_keys(triton_on, device):
             biases = [mask_bias(mask.t())[:, None, None, :]]  # [B, 1, 1, A]
         else:
             biases = [mask_bias(mask)[:, None, None, :], pair[None]]  # [A,1,1,B], [1,H,B,B]
+        gate = heads(3)  # the output gate: the fused projection's fourth part
         with kernels.use_backend("triton"):
             out = kernels.attention(q, k, v, biases)
+            gated = kernels.attention(q, k, v, biases, gate=gate)
         ref = reference.attention(q, k, v, biases)
         assert_close_scaled(out, ref, level=MODULE, name=f"transpose={transpose}")
-        # The output is laid out [*, Q, H, C] underneath: the gate product reads it densely.
-        assert out.transpose(-2, -3).is_contiguous()
+        assert_close_scaled(gated, reference.attention(q, k, v, biases, gate=gate), level=MODULE,
+                            name=f"gated, transpose={transpose}")
+        # The output is laid out [*, Q, H, C] underneath: the output projection reads it densely.
+        assert out.transpose(-2, -3).is_contiguous() and gated.transpose(-2, -3).is_contiguous()
 
 
 def test_head_dim_limit_is_named():

@@ -68,6 +68,27 @@ class TriangleMultiplication(nn.Module):
         return (fused_weight(self, "ab_w", [lin.weight for lin in projections]),
                 fused_weight(self, "ab_b", [lin.bias for lin in projections]))
 
+    #: Largest size of the gated projections ``a`` and ``b`` together on the fused path; longer
+    #: sequences make and contract them in channel blocks (at N = 6144, C = 128, bf16 they
+    #: would take 18 GiB whole).
+    AB_BUDGET_BYTES = 4 << 30
+
+    def _channel_block(self, z: torch.Tensor) -> int | None:
+        """Channels per block of the fused path's ``a``/``b`` (``None``: all at once), a multiple
+        of 16 such that both blocks stay within :attr:`AB_BUDGET_BYTES`."""
+        per_channel = 2 * z[..., 0].numel() * z.element_size()  # a and b, one channel each
+        if per_channel * self.c_hidden <= self.AB_BUDGET_BYTES:
+            return None
+        return max(16, self.AB_BUDGET_BYTES // per_channel // 16 * 16)
+
+    def kernel_weights(self) -> kernels.TriangleWeights:
+        """The parameters as :func:`sparkfold.model.kernels.triangle_update` takes them."""
+        w_ab, b_ab = self.fused_projection()
+        ln_in, ln_out = self.layer_norm_in, self.layer_norm_out
+        return kernels.TriangleWeights(
+            ln_in.weight, ln_in.bias, w_ab, b_ab, self.linear_g.weight, self.linear_g.bias,
+            ln_out.weight, ln_out.bias, self.linear_z.weight, self.linear_z.bias, ln_in.eps)
+
     def _project_cf(self, z: torch.Tensor, mask_cf: torch.Tensor, z_ln: bool = False,
                     out: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Gated, masked projections ``a``, ``b`` of ``LN_in(z)``, channel-first ``[*, C, I, J]``.
@@ -106,7 +127,9 @@ class TriangleMultiplication(nn.Module):
             mask: ``[*, N, N]`` pair mask (ones if ``None``).
             chunk_size: if given, the row-wise projections and the output stage run in
                 slices of ``chunk_size`` rows (the contraction itself runs whole), and
-                ``LN_in(z)`` is recomputed per slice instead of being stored.
+                ``LN_in(z)`` is recomputed per slice instead of being stored. Ignored where a
+                fused :func:`~sparkfold.model.kernels.triangle_update` runs (inference with a
+                fast backend): it never stores ``LN_in(z)`` or a channel-last ``x``.
             add_into: add the update into this tensor in place (autograd disabled), row
                 slice by row slice when chunking; usually ``z`` itself (every projection is
                 made before the first slice is written).
@@ -114,6 +137,19 @@ class TriangleMultiplication(nn.Module):
         Returns:
             ``[*, N, N, C_z]`` update, or ``add_into`` updated.
         """
+        if not torch.is_grad_enabled() and kernels.has_fast("triangle_update", z.dtype, z.device):
+            return kernels.triangle_update(z, mask, self.kernel_weights(), self.direction,
+                                           add_into=add_into,
+                                           channel_block=self._channel_block(z))
+        return self.forward_composed(z, mask, chunk_size, add_into)
+
+    def forward_composed(
+        self, z: torch.Tensor, mask: torch.Tensor | None = None, chunk_size: int | None = None,
+        add_into: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`forward` composed of separate kernel ops (projection GEMM, gate, contraction,
+        output stage), with its chunking; the path for autograd and for backends without a
+        fused ``triangle_update``."""
         if mask is None:
             mask = z.new_ones(z.shape[:-1])
         mask_cf = mask.to(z.dtype).unsqueeze(-3)  # [*, 1, N, N]
@@ -334,6 +370,12 @@ class OuterProductMean(nn.Module):
         a, b = a.transpose(-2, -3), b.transpose(-2, -3)  # [*, N, S, C]
         mask_f = mask.float()
         norm = torch.einsum("...sic,...sjc->...ijc", mask_f, mask_f)  # [*, N, N, 1]
+        fast = not torch.is_grad_enabled() and kernels.has_fast("outer_product_update", a.dtype,
+                                                                 a.device)
+        if fast:  # one GEMM per row slice, then linear_out, the division and the add fused
+            out = self.linear_out
+            return kernels.outer_product_update(a, b, norm, out.weight, out.bias, self.eps,
+                                                add_into=add_into, chunk_size=chunk_size)
         if chunk_size is None:
             return deliver(self._outer(a, b, norm), add_into)
         batch = a.shape[:-3]

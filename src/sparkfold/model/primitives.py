@@ -310,11 +310,7 @@ class Attention(nn.Module):
         def heads(i: int) -> torch.Tensor:
             return parts.select(-3, i).transpose(-2, -3)  # [*, A, H, B, C] (strided view)
 
-        o = kernels.attention(heads(0), heads(1), heads(2), biases)  # [*, A, H, B, C]
-        o = o.transpose(-2, -3)  # [*, A, B, H, C]
-        if self.linear_g is not None:
-            # The gate (dense in x's frame) goes first so that the product takes its layout.
-            o = torch.sigmoid(parts.select(-3, 3)) * o  # [*, A, B, H, C]
-        else:
-            o = o.contiguous()
+        gate = heads(3) if self.linear_g is not None else None
+        o = kernels.attention(heads(0), heads(1), heads(2), biases, gate=gate)  # [*, A, H, B, C]
+        o = o.transpose(-2, -3)  # [*, A, B, H, C]: dense for every backend's output layout
         return self.linear_o(o.flatten(-2))  # [*, A, B, c_q]

@@ -13,8 +13,17 @@ Operations:
 * :func:`layer_norm` — LayerNorm with fp32 statistics.
 * :func:`sigmoid_gate` — ``mask · σ(g) · p``, the gating of the triangle projections, written
   into a given buffer.
+* :func:`outer_product_update` — the outer product mean's update (AF2 Alg. 10, OpenFold
+  variant): ``linear_out(flatten(Σ_s a_si ⊗ b_sj)) / (norm + eps)``, optionally added into a
+  tensor in place.
 * :func:`contiguous` — a dense copy of a view whose channel axis is unit-stride (e.g. the
   transposed pair), the layout change around column and ending-node attention.
+* :func:`triangle_update` — the whole triangle multiplicative update (AF2 Alg. 11/12) from
+  ``z`` to ``σ(linear_g(LN_in z)) · linear_z(LN_out x)``, optionally added into a tensor in
+  place; parameters in a :class:`TriangleWeights`.
+
+:func:`has_fast` tells whether an op resolves to something other than the reference, so that a
+module can keep its own memory strategy (chunking) for the reference path.
 """
 
 import contextlib
@@ -22,7 +31,7 @@ import contextvars
 import importlib
 import logging
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, NamedTuple
 
 import torch
 
@@ -37,8 +46,12 @@ __all__ = [
     "attention",
     "triangle_multiplication",
     "layer_norm",
+    "outer_product_update",
     "contiguous",
     "sigmoid_gate",
+    "TriangleWeights",
+    "triangle_update",
+    "has_fast",
 ]
 
 
@@ -161,8 +174,9 @@ def attention(
     v: torch.Tensor,
     biases: list[torch.Tensor] | tuple[torch.Tensor, ...] = (),
     scale: float | None = None,
+    gate: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Softmax attention with additive biases.
+    """Softmax attention with additive biases, optionally gated: ``σ(gate) · attention``.
 
     Args:
         q: ``[*, H, Q, C]`` queries (unscaled).
@@ -171,12 +185,13 @@ def attention(
         biases: tensors broadcastable to ``[*, H, Q, K]`` added to the logits (mask biases are
             finite, e.g. ``1e9 * (mask - 1)``, so fully masked rows give a uniform softmax).
         scale: logit scale applied to ``q`` before the product; default ``1/sqrt(C)``.
+        gate: ``[*, H, Q, C_v]`` pre-sigmoid output gate (AF2's per-head gating), or ``None``.
 
     Returns:
         ``[*, H, Q, C_v]``.
     """
     fn = _resolve("attention", q.dtype, q.device)
-    return fn(q, k, v, list(biases), scale)
+    return fn(q, k, v, list(biases), scale, gate)
 
 
 def triangle_multiplication(
@@ -208,9 +223,91 @@ def contiguous(x: torch.Tensor) -> torch.Tensor:
     return fn(x)
 
 
+def outer_product_update(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    norm: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    eps: float,
+    add_into: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """The outer product mean's update (AF2 Alg. 10, OpenFold variant: ``linear_out`` before
+    the division).
+
+    ``a [*, I, S, C]``, ``b [*, J, S, E]`` (the masked projections, residue-major),
+    ``norm [*, I, J, 1]`` fp32 mask counts, ``weight [C_z, C·E]``, ``bias [C_z]`` →
+    ``(linear_out(flatten_{c,e}(Σ_s a_isc·b_jse)) in fp32 / (norm + eps))`` in ``a``'s dtype,
+    ``[*, I, J, C_z]``; or ``add_into`` with it added in place (autograd disabled).
+    ``chunk_size``: rows ``i`` per slice of the implementation's temporaries (memory only).
+    """
+    fn = _resolve("outer_product_update", a.dtype, a.device)
+    return fn(a, b, norm, weight, bias, eps, add_into, chunk_size)
+
+
 def sigmoid_gate(p: torch.Tensor, g: torch.Tensor, mask: torch.Tensor,
                  out: torch.Tensor | None = None) -> torch.Tensor:
     """``mask · σ(g) · p`` for ``p, g [*, C, I, J]``, ``mask`` broadcastable (``[*, 1, I, J]``);
     written into ``out`` when given (any strides, e.g. a row slice of a larger buffer)."""
     fn = _resolve("sigmoid_gate", p.dtype, p.device)
     return fn(p, g, mask, out)
+
+
+def has_fast(op: str, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether ``op`` resolves, under the backend in force and for this dtype and device, to an
+    implementation other than the reference's (e.g. a fused kernel whose memory behaviour makes
+    a module's own chunking unnecessary)."""
+    return _resolve(op, dtype, device) is not getattr(_REGISTRY["reference"].load(), op)
+
+
+class TriangleWeights(NamedTuple):
+    """Parameters of :func:`triangle_update` (``C``: hidden channels, ``C_z``: pair channels).
+
+    Attributes:
+        ln_in_w, ln_in_b: ``[C_z]`` LayerNorm of ``z``.
+        w_ab, b_ab: ``[4C, C_z]``, ``[4C]``: ``linear_{a_p, a_g, b_p, b_g}`` stacked in that
+            order (``TriangleMultiplication.fused_projection()``).
+        w_g, b_g: ``[C_z, C_z]``, ``[C_z]``: the output gate ``linear_g``.
+        ln_out_w, ln_out_b: ``[C]`` LayerNorm of the contraction ``x``.
+        w_z, b_z: ``[C_z, C]``, ``[C_z]``: the output projection ``linear_z``.
+        eps: the LayerNorms' epsilon.
+    """
+
+    ln_in_w: torch.Tensor
+    ln_in_b: torch.Tensor
+    w_ab: torch.Tensor
+    b_ab: torch.Tensor
+    w_g: torch.Tensor
+    b_g: torch.Tensor
+    ln_out_w: torch.Tensor
+    ln_out_b: torch.Tensor
+    w_z: torch.Tensor
+    b_z: torch.Tensor
+    eps: float = 1e-5
+
+
+def triangle_update(
+    z: torch.Tensor,
+    mask: torch.Tensor | None,
+    weights: TriangleWeights,
+    direction: Literal["outgoing", "incoming"],
+    add_into: torch.Tensor | None = None,
+    channel_block: int | None = None,
+) -> torch.Tensor:
+    """The triangle multiplicative update (AF2 Alg. 11/12) of ``z [*, N, N, C_z]``.
+
+    ``z̃ = LN_in(z)``; ``a = mask·σ(linear_a_g(z̃))·linear_a_p(z̃)``, ``b`` likewise; outgoing
+    ``x_ij = Σ_k a_ik b_jk``, incoming ``x_ij = Σ_k a_ki b_kj``; update
+    ``σ(linear_g(z̃)) · linear_z(LN_out(x))``. ``mask``: ``[*, N, N]`` or ``None`` (ones).
+
+    ``channel_block`` (a memory strategy, not maths): a backend may make ``a`` and ``b`` and
+    contract them this many channels at a time, so that they never exist in full; the
+    reference ignores it.
+
+    Returns:
+        ``[*, N, N, C_z]`` update, or ``add_into`` (which may be ``z`` itself) with the update
+        added in place (autograd disabled).
+    """
+    fn = _resolve("triangle_update", z.dtype, z.device)
+    return fn(z, mask, weights, direction, add_into, channel_block)

@@ -89,8 +89,14 @@ def _flatten_batch(t: torch.Tensor, batch: tuple[int, ...]) -> torch.Tensor:
     return t.reshape(-1, *t.shape[-3:])
 
 
-def attention(q, k, v, biases, scale=None):
-    """``softmax(q·scale·kᵀ + Σ biases) · v`` through SDPA; see the module docstring."""
+def attention(q, k, v, biases, scale=None, gate=None):
+    """``softmax(q·scale·kᵀ + Σ biases) · v`` through SDPA, times ``σ(gate)`` when given (as
+    the reference: a separate product); see the module docstring."""
+    out = _attention(q, k, v, biases, scale)
+    return out if gate is None else torch.sigmoid(gate) * out
+
+
+def _attention(q, k, v, biases, scale):
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     dtype = q.dtype

@@ -21,7 +21,8 @@ Numerics against the reference (``kernels/reference.py``):
 * the softmax weights are cast to ``v``'s dtype for the second product, as the reference does.
 
 Wrapped as the custom op ``sparkfold::biased_attention`` (fake implementation for
-``torch.compile``). Triton is imported lazily. On the CPU the kernel runs only under Triton's
+``torch.compile``). The attention's output gate ``σ(g)`` is applied in the epilogue when
+given. Triton is imported lazily. On the CPU the kernel runs only under Triton's
 interpreter (``TRITON_INTERPRET=1``), which the tests use.
 """
 
@@ -75,10 +76,11 @@ def block_sizes(n_q: int, n_k: int, c: int, c_v: int,
                 pair_bias: bool = True) -> tuple[int, int, int, int, int, int]:
     """``(BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, num_warps, num_stages)`` for one call.
 
-    From a sweep on an H100 at the trunk's shapes (``benchmarks/bench_attention.py --sweep``,
-    head dim 32): with a pair bias, 64×64 tiles and 4 warps up to 512 queries, 128×64 and
-    8 warps beyond; without one, 128×64 and 4 warps; 3 pipeline stages everywhere.
-    ``tl.dot`` needs every block dimension to be at least 16.
+    From sweeps on an H100 at the trunk's shapes (``benchmarks/bench_attention.py --sweep``,
+    head dim 32; ``results/h100_attention_sweep.json`` and, for the kernel with the fused
+    bias arithmetic, ``results/h100_attention_sweep_fma.json``): with a pair bias, 64×64 tiles
+    and 4 warps up to 512 queries; beyond, and without a pair bias, 128×32 tiles and 4 warps;
+    3 pipeline stages everywhere. ``tl.dot`` needs every block dimension to be at least 16.
     """
     block_d, block_dv = _pow2(c, 16), _pow2(c_v, 16)
     if _SWEEP_OVERRIDE is not None:
@@ -86,13 +88,12 @@ def block_sizes(n_q: int, n_k: int, c: int, c_v: int,
         return bm, bn, block_d, block_dv, warps, stages
     wide = max(block_d, block_dv) > 64
     if pair_bias and n_q <= 512:
-        block_m, num_warps = 64, 4
+        block_m, block_n = 64, 64
     else:
-        block_m, num_warps = 128, (8 if pair_bias else 4)
+        block_m, block_n = 128, 32
     block_m = min(block_m, _pow2(n_q, 16))
-    block_n = min(32 if wide else 64, _pow2(n_k, 16))
-    if block_m <= 64:
-        num_warps = 4
+    block_n = min(32 if wide else block_n, _pow2(n_k, 16))
+    num_warps = 4
     return block_m, block_n, block_d, block_dv, num_warps, (2 if wide else 3)
 
 
@@ -102,16 +103,18 @@ def _strides4(t: torch.Tensor | None) -> tuple[int, int, int, int]:
 
 @torch.library.custom_op("sparkfold::biased_attention", mutates_args=())
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pair_bias: torch.Tensor | None,
-                  key_bias: torch.Tensor | None, scale: float) -> torch.Tensor:
+                  key_bias: torch.Tensor | None, scale: float,
+                  gate: torch.Tensor | None = None) -> torch.Tensor:
     """q ``[B, H, Q, C]``, k ``[B, H, K, C]``, v ``[B, H, K, Cv]``, pair_bias ``[B, H, Q, K]``,
-    key_bias ``[B, K]`` (any strides, stride 0 for broadcasts) → ``[B, H, Q, Cv]``, stored as
-    ``[B, Q, H, Cv]`` (the layout the gate and output projection read)."""
+    key_bias ``[B, K]``, gate ``[B, H, Q, Cv]`` (any strides, stride 0 for broadcasts) →
+    ``σ(gate) · attention``, ``[B, H, Q, Cv]`` stored as ``[B, Q, H, Cv]`` (the layout the
+    output projection reads)."""
     n_b, n_h, n_q, c = q.shape
     n_k, c_v = k.shape[-2], v.shape[-1]
     out = torch.empty((n_b, n_q, n_h, c_v), dtype=q.dtype, device=q.device).transpose(1, 2)
     if out.numel() == 0:
         return out
-    if n_k == 0:
+    if n_k == 0:  # softmax over no keys: zeros (the gate multiplies zeros)
         return out.zero_()
     bm, bn, bd, bdv, warps, stages = block_sizes(n_q, n_k, c, c_v, pair_bias is not None)
     kernel = _kernel(interpreting())
@@ -122,16 +125,18 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pair_bias: 
         pair_bias if pair_bias is not None else q,
         key_bias if key_bias is not None else q,
         out, *q.stride(), *k.stride(), *v.stride(), *_strides4(pair_bias), *kb_strides,
-        *out.stride(), n_q, n_k, c, c_v, scale,
-        HAS_PB=pair_bias is not None, HAS_KB=key_bias is not None,
+        *out.stride(), gate if gate is not None else q, *_strides4(gate),
+        n_q, n_k, c, c_v, scale,
+        HAS_PB=pair_bias is not None, HAS_KB=key_bias is not None, HAS_G=gate is not None,
         IEEE=q.dtype == torch.float32, INTERPRET=interpreting(),
+        EVEN_M=n_q % bm == 0, EVEN_N=n_k % bn == 0, EVEN_D=(c == bd and c_v == bdv),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, BLOCK_DV=bdv, num_warps=warps, num_stages=stages,
     )
     return out
 
 
 @_attention_op.register_fake
-def _(q, k, v, pair_bias, key_bias, scale):
+def _(q, k, v, pair_bias, key_bias, scale, gate=None):
     n_b, n_h, n_q, _ = q.shape
     return q.new_empty((n_b, n_q, n_h, v.shape[-1])).transpose(1, 2)
 
@@ -146,8 +151,10 @@ def _flat(t: torch.Tensor, batch: tuple[int, ...], tail: tuple[int, ...]) -> tor
         return t.reshape(-1, *tail)
 
 
-def attention(q, k, v, biases, scale=None):
-    """``softmax(q·scale·kᵀ + Σ biases) · v`` in one kernel; see the module docstring.
+def attention(q, k, v, biases, scale=None, gate=None):
+    """``softmax(q·scale·kᵀ + Σ biases) · v`` in one kernel, times ``σ(gate)`` when given (in
+    the kernel's epilogue, before its one rounding: DEVIATION, numerics only — the reference
+    rounds the attention output and the sigmoid before the product); see the module docstring.
 
     Same contract as :func:`sparkfold.model.kernels.attention`. Key-only biases are summed
     (small); if several other biases are given they are summed into one tensor first.
@@ -174,5 +181,6 @@ def attention(q, k, v, biases, scale=None):
     qf = _flat(q, batch, (h_all, n_q, c))
     kf = _flat(k, batch, (h_all, n_k, c))
     vf = _flat(v, batch, (h_all, n_k, c_v))
-    out = _attention_op(qf, kf, vf, pb, kb, float(scale))  # [B, H, Q, Cv]
+    gf = _flat(gate, batch, (h_all, n_q, c_v)) if gate is not None else None
+    out = _attention_op(qf, kf, vf, pb, kb, float(scale), gf)  # [B, H, Q, Cv]
     return out.reshape(*batch, h_all, n_q, c_v)
