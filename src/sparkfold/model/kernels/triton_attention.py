@@ -38,7 +38,7 @@ import torch
 from sparkfold.model.kernels.bias import is_key_only, logits_batch
 from sparkfold.model.kernels.triton_layer_norm import triton_cdiv
 
-__all__ = ["attention", "block_sizes", "interpreting"]
+__all__ = ["attention", "block_sizes", "interpreting", "kernel_module"]
 
 MAX_HEAD_DIM = 128
 
@@ -48,19 +48,25 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-@functools.lru_cache(maxsize=2)
-def _kernel(interpret: bool):
-    """The kernel, compiled or interpreted: the kernel module is executed once per mode under
-    its own name (``triton.jit`` decides at decoration time whether it interprets)."""
-    name = f"{__package__}._attention_kernels" + ("_interpreted" if interpret else "")
+def kernel_module(stem: str, interpret: bool):
+    """The Triton source module ``stem`` of this package (e.g. ``"_attention_kernels"``),
+    compiled or interpreted: it is executed once per mode under its own name, because
+    ``triton.jit`` decides at decoration time whether it interprets."""
+    name = f"{__package__}.{stem}" + ("_interpreted" if interpret else "")
     module = sys.modules.get(name)
     if module is None:
-        path = Path(__file__).with_name("_attention_kernels.py")
+        path = Path(__file__).with_name(f"{stem}.py")
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
-    return module._attn_fwd
+    return module
+
+
+@functools.lru_cache(maxsize=2)
+def _kernel(interpret: bool):
+    """The attention kernel, compiled or interpreted (:func:`kernel_module`)."""
+    return kernel_module("_attention_kernels", interpret)._attn_fwd
 
 
 def _pow2(x: int, lo: int) -> int:

@@ -29,14 +29,11 @@ sum separately in the input dtype. fp32 runs the dots with ``input_precision="ie
 """
 
 import functools
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import torch
 
-from sparkfold.model.kernels.triton_attention import interpreting
+from sparkfold.model.kernels.triton_attention import interpreting, kernel_module
 from sparkfold.model.kernels.triton_layer_norm import triton_cdiv
 
 __all__ = ["MAX_CHANNELS", "triangle_update"]
@@ -47,23 +44,16 @@ MAX_CHANNELS = 256
 
 #: ``{"project": (BLOCK_M, BLOCK_C, num_warps, num_stages), "output": (BLOCK_M, num_warps,
 #: num_stages)}``: the launch configuration (channel blocks are padded to powers of two ≥ 16).
-#: Chosen by register budget at C_z = C = 128, not yet by measurement: ``benchmarks/
-#: bench_trimul.py --sweep`` times the alternatives by overriding it.
+#: The fastest of ``benchmarks/bench_trimul.py --sweep`` on an H100 at C_z = C = 128,
+#: N = 1024 and 2048 (``benchmarks/results/h100_trimul.json``; 1.66 ms against 2.20 ms for
+#: the first guess at 1024); the sweep times the alternatives by overriding it.
 CONFIG = {"project": (64, 64, 4, 1), "output": (64, 4, 1)}
 
 
 @functools.lru_cache(maxsize=2)
 def _kernels(interpret: bool):
-    """``(project, output)``, compiled or interpreted: the kernel module is executed once per
-    mode under its own name (``triton.jit`` decides at decoration time whether it interprets)."""
-    name = f"{__package__}._trimul_kernels" + ("_interpreted" if interpret else "")
-    module = sys.modules.get(name)
-    if module is None:
-        path = Path(__file__).with_name("_trimul_kernels.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
+    """``(project, output)``, compiled or interpreted (:func:`triton_attention.kernel_module`)."""
+    module = kernel_module("_trimul_kernels", interpret)
     return module._project, module._output
 
 
