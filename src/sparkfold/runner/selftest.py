@@ -135,16 +135,34 @@ def _check_kernels(device: str, precision: str) -> str:
     def rand(*shape):
         return torch.randn(*shape, generator=gen).to(device)
 
+    def linear(n_out, n_in):
+        return rand(n_out, n_in) / math.sqrt(n_in)
+
     q, k, v = rand(2, 4, 37, 16), rand(2, 4, 41, 16), rand(2, 4, 41, 16)
-    bias = rand(2, 1, 1, 41)
+    bias, gate = rand(2, 1, 1, 41), rand(2, 4, 37, 16)
     a, b = rand(1, 24, 24, 8), rand(1, 24, 24, 8)
     x, w, beta = rand(3, 24, 32), 1 + 0.1 * rand(32), 0.1 * rand(32)
+    # The fused trunk ops at small odd sizes (C_z = 32, C = 16): the triangle update and the
+    # outer product mean's output.
+    z, pair_mask = rand(1, 21, 21, 32), (rand(1, 21, 21) > -1.0).float()
+    tri = [1 + 0.1 * rand(32), 0.1 * rand(32), linear(64, 32), 0.1 * rand(64), linear(32, 32),
+           0.1 * rand(32), 1 + 0.1 * rand(16), 0.1 * rand(16), linear(32, 16), 0.1 * rand(32)]
+    pa, pb = rand(21, 11, 8), rand(21, 11, 8)
+    counts = (pair_mask[0, :, :, None] * 11).float()
+    w_out, b_out = linear(32, 64), 0.1 * rand(32)
     cases = {
         "attention": lambda t: kernels.attention(t(q), t(k), t(v), [t(bias)]),
+        "gated attention": lambda t: kernels.attention(t(q), t(k), t(v), [t(bias)], gate=t(gate)),
         "triangle_multiplication": lambda t: kernels.triangle_multiplication(
             t(a), t(b), "outgoing"
         ),
         "layer_norm": lambda t: kernels.layer_norm(t(x), w, beta),
+        "triangle_update": lambda t: kernels.triangle_update(
+            t(z), t(pair_mask), kernels.TriangleWeights(*(t(p) for p in tri)), "incoming"
+        ),
+        "outer_product_update": lambda t: kernels.outer_product_update(
+            t(pa), t(pb), counts, t(w_out), t(b_out), 1e-3
+        ),
     }
     lines, failed = [], []
     with precision_context("fp32"):
