@@ -3,7 +3,8 @@
 Stages, each timed and reported as passed / failed / skipped:
 
 1. ``kernels`` — every available kernel backend against the reference on the device
-   (attention, triangle multiplication, LayerNorm) in the run's precision;
+   (attention with and without its gate, triangle contraction and the whole fused triangle
+   update, outer product update, LayerNorm) in the run's precision;
 2. ``model`` — build a model with seeded random weights and run it on the example's features
    (single-sequence MSA): outputs finite, shapes right;
 3. ``outputs`` — the prediction pipeline end to end (features, model, ranking, every output
